@@ -1,0 +1,43 @@
+"""crossentropy: the cross-entropy family of losses, exact, with analytic gradients.
+
+Every function takes NumPy arrays, PyTorch tensors or any array-API array and
+returns the same kind. Every loss ``f`` also has ``f.value_and_grad(...)``.
+"""
+
+from .gradcheck import GradCheck, check_grad
+from .links import log_sigmoid, log_softmax, logsumexp, sigmoid, softmax, softmax_jacobian
+from .losses import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    entropy,
+    focal_loss,
+    js_divergence,
+    kl_div,
+    kl_divergence,
+    nll_loss,
+    sigmoid_focal_loss,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "logsumexp",
+    "softmax",
+    "log_softmax",
+    "sigmoid",
+    "log_sigmoid",
+    "softmax_jacobian",
+    "cross_entropy",
+    "nll_loss",
+    "focal_loss",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+    "sigmoid_focal_loss",
+    "entropy",
+    "kl_divergence",
+    "js_divergence",
+    "kl_div",
+    "check_grad",
+    "GradCheck",
+]

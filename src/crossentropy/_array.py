@@ -1,0 +1,162 @@
+"""Array plumbing shared by every function: namespaces, the dtype policy, devices.
+
+Every public function takes NumPy arrays, PyTorch tensors or any array of the
+Python array API standard, and computes with the namespace ``xp`` that
+``array_api_compat`` returns for its inputs, so one body of code serves all.
+
+Dtype policy (tested in ``tests/test_dtypes.py``):
+
+* float64 is computed in float64, float32 in float32;
+* float16 and bfloat16 are computed in float32 and the result is cast back to
+  the input's dtype;
+* integer or boolean logits are refused with a ``TypeError``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import array_api_compat
+
+__all__ = [
+    "namespace",
+    "is_torch",
+    "is_numpy",
+    "compute_dtype",
+    "to_compute",
+    "as_array_like",
+    "on_cpu",
+    "to_float64_numpy",
+    "stop_gradient",
+    "axis_index",
+    "device",
+]
+
+
+def _kind(a: Any) -> str:
+    """A short name for the kind of array ``a`` is, for error messages."""
+    if array_api_compat.is_torch_array(a):
+        return "torch.Tensor"
+    if array_api_compat.is_numpy_array(a):
+        return "numpy.ndarray"
+    return type(a).__module__.split(".")[0] + "." + type(a).__name__
+
+
+def namespace(**arrays: Any):
+    """The array namespace shared by the named arrays (``None`` entries are skipped).
+
+    Raises ``TypeError`` naming the arguments when they come from different
+    libraries, for example a NumPy target with a torch input.
+    """
+    present = {k: v for k, v in arrays.items() if v is not None}
+    first_name, first = next(iter(present.items()))
+    if not array_api_compat.is_array_api_obj(first):
+        raise TypeError(
+            f"{first_name} must be an array (NumPy, PyTorch or array API), "
+            f"got {type(first).__name__}"
+        )
+    for name, a in present.items():
+        if not array_api_compat.is_array_api_obj(a):
+            raise TypeError(
+                f"{name} must be an array of the same kind as {first_name} "
+                f"({_kind(first)}), got {type(a).__name__}"
+            )
+        if _kind(a) != _kind(first):
+            raise TypeError(
+                f"{name} is a {_kind(a)} but {first_name} is a {_kind(first)}; "
+                "pass arrays of one library"
+            )
+    return array_api_compat.array_namespace(*present.values())
+
+
+def is_torch(a: Any) -> bool:
+    return array_api_compat.is_torch_array(a)
+
+
+def is_numpy(a: Any) -> bool:
+    return array_api_compat.is_numpy_array(a)
+
+
+def on_cpu(a: Any) -> bool:
+    """True when data-dependent checks cost no device synchronisation."""
+    if is_torch(a):
+        return a.device.type == "cpu"
+    return True
+
+
+def compute_dtype(xp, dtype, name: str):
+    """The dtype ``name`` is computed in: float32 for half precision, else itself."""
+    if not xp.isdtype(dtype, "real floating"):
+        raise TypeError(
+            f"{name} must have a real floating dtype, got {dtype}; "
+            "cast it, for example with .float() or .astype(float)"
+        )
+    if dtype in (xp.float32, xp.float64):
+        return dtype
+    return xp.float32  # float16, bfloat16
+
+
+def to_compute(xp, a, name: str):
+    """``a`` cast to its compute dtype (a no-op for float32 and float64)."""
+    dt = compute_dtype(xp, a.dtype, name)
+    return a if a.dtype == dt else xp.astype(a, dt)
+
+
+def as_array_like(xp, value, like, name: str, dtype=None):
+    """``value`` as an array of ``xp`` on ``like``'s device.
+
+    Python sequences and scalars are accepted for optional parameters such as
+    ``weight``; arrays of another library are refused by :func:`namespace`.
+    """
+    if value is None:
+        return None
+    if array_api_compat.is_array_api_obj(value):
+        if _kind(value) != _kind(like):
+            raise TypeError(
+                f"{name} is a {_kind(value)} but input is a {_kind(like)}; "
+                "pass arrays of one library"
+            )
+    else:
+        try:
+            value = xp.asarray(value, device=array_api_compat.device(like))
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must be an array or a sequence of numbers, got {value!r}") from exc
+    if dtype is not None and value.dtype != dtype:
+        value = xp.astype(value, dtype)
+    return value
+
+
+def to_float64_numpy(a):
+    """A float64 NumPy copy of any array, for finite differences and tests."""
+    import numpy as np
+
+    if is_torch(a):
+        return a.detach().cpu().to(dtype=__import__("torch").float64).numpy()
+    try:
+        return np.asarray(a, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.from_dlpack(a).astype(np.float64)
+
+
+def stop_gradient(a):
+    """``a`` cut from autograd (torch); the identity for libraries without autograd.
+
+    Used only where the gradient through ``a`` cancels exactly in the math, such
+    as the max-shift of logsumexp, so that autograd does not do useless work.
+    """
+    return a.detach() if is_torch(a) else a
+
+
+def axis_index(name: str, axis, ndim: int) -> int:
+    """``axis`` normalised to [0, ndim), with an error naming it otherwise."""
+    from ._checks import integer
+
+    axis = integer(name, axis)
+    if not -ndim <= axis < ndim:
+        raise ValueError(f"{name}={axis} is out of range for an array of {ndim} dimension(s)")
+    return axis % ndim
+
+
+def device(a):
+    """The device ``a`` lives on, in its own library's terms."""
+    return array_api_compat.device(a)

@@ -1,0 +1,255 @@
+r"""Categorical losses on logits: cross-entropy, negative log-likelihood, focal loss.
+
+All three are sums over classes of a per-class term weighted by the target
+weights :math:`a_c` (see :mod:`crossentropy.losses._targets`), reduced with
+PyTorch's rules. Each has its analytic gradient beside the value; the
+derivations are in ``docs/derivations.md``.
+"""
+
+from __future__ import annotations
+
+from .. import _checks
+from .._grad import analytic
+from ..links import _lse
+from . import _targets
+
+__all__ = ["cross_entropy", "nll_loss", "focal_loss"]
+
+
+def _finish(t: _targets.Targets, loss_rows, grad_rows, reduction, grad_output, input, need_grad):
+    """Reduce the per-row losses; scale the per-row unit gradients (class axis
+    last, w.r.t. the compute-dtype input) and return them in the caller's layout."""
+    xp = t.xp
+    den = t.denominator() if reduction == "mean" else None
+    value = xp.astype(_checks.reduce(xp, loss_rows, reduction, den), input.dtype)
+    if not need_grad:
+        return value, None
+    g = _checks.scale(xp, grad_output, reduction, t.rows, t.x.dtype, t.x, den)
+    grad = grad_rows * (g[..., None] if reduction == "none" else g)
+    return value, xp.astype(xp.moveaxis(grad, -1, t.class_axis), input.dtype)
+
+
+def _masked_product(xp, a, b):
+    """``a * b`` with ``0 * anything = 0``: a class with no target weight adds
+    nothing, even where its log-probability is -inf (``0 · log 0 = 0``)."""
+    return a * xp.where(a == 0, xp.zeros_like(b), b)
+
+
+# ----------------------------------------------------------------------------
+# cross_entropy
+# ----------------------------------------------------------------------------
+
+
+def _cross_entropy(
+    input, target, weight, ignore_index, reduction, label_smoothing, axis, z_loss, softcap,
+    *, need_grad, grad_output,
+):
+    t = _targets.read(input, target, weight, ignore_index, reduction, label_smoothing, axis)
+    z = _checks.real("z_loss", z_loss, low=0.0)
+    c = _checks.real("softcap", softcap, low=0.0, low_open=True, allow_none=True)
+    xp, e, C = t.xp, t.smoothing, t.num_classes
+
+    # Gemma 2's soft cap: s = c tanh(x / c), ds/dx = 1 - (s / c)^2.
+    s = t.x if c is None else c * xp.tanh(t.x / c)
+    lse = _lse(xp, s, -1)  # (..., 1)
+    logp = s - lse
+
+    # loss_n = -sum_c a_c log p_c, written without the dense a for index targets:
+    #   (1 - e) w_y (-log p_y) + (e / C) sum_c w_c (-log p_c)
+    if t.probs is not None:
+        loss = -xp.sum(_masked_product(xp, t.dense(), logp), axis=-1)
+    else:
+        loss = -_masked_product(xp, (1 - e) * t.row_weight(), t.gather(logp))
+        if e > 0:
+            wlogp = logp if t.weight is None else _masked_product(xp, t.weight, logp)
+            smooth = -xp.sum(wlogp, axis=-1)
+            loss = loss + (e / C) * xp.where(t.valid, smooth, xp.zeros_like(smooth))
+    # PaLM's z-loss, z * LSE^2 on every counted row, not scaled by class weights.
+    lse_rows = lse[..., 0]
+    if z > 0:
+        loss = loss + z * xp.where(t.valid, lse_rows * lse_rows, xp.zeros_like(lse_rows))
+
+    if not need_grad:
+        return _finish(t, loss, None, reduction, grad_output, input, False)
+    # d/ds_j of -sum_c a_c log p_c = A p_j - a_j with A = sum_c a_c: the notes'
+    # "Q - P" when a is a one-hot or probability target (A = 1).
+    a = t.dense()
+    p = xp.exp(logp)
+    A = xp.sum(a, axis=-1, keepdims=True)
+    grad = A * p - a
+    if z > 0:
+        # d/ds_j of z LSE^2 = 2 z LSE p_j, on counted rows only.
+        zl = 2 * z * xp.where(t.valid[..., None], lse, xp.zeros_like(lse))
+        grad = grad + _masked_product(xp, zl, p)
+    if c is not None:
+        grad = grad * (1 - (s / c) ** 2)
+    return _finish(t, loss, grad, reduction, grad_output, input, True)
+
+
+@analytic(_cross_entropy)
+def cross_entropy(
+    input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0,
+    *, axis=None, z_loss=0.0, softcap=None,
+):
+    r"""Cross-entropy between the softmax of ``input`` (logits) and ``target``.
+
+    PyTorch's ``torch.nn.functional.cross_entropy``, argument for argument,
+    plus ``axis``, ``z_loss`` and ``softcap``.
+
+    .. math::
+
+        \ell_n = -\sum_c a_{n,c}\,\log p_{n,c} + z\,\operatorname{LSE}(s_n)^2,
+        \qquad p_n = \operatorname{softmax}(s_n),
+        \qquad s = \texttt{softcap}\cdot\tanh(x/\texttt{softcap})
+
+    with target weights :math:`a_{n,c} = w_c((1-\varepsilon)t_{n,c} + \varepsilon/C)`
+    (``t`` one-hot for class indices, zero on ignored rows). The gradient with
+    respect to the logits is the notes' :math:`Q - P`, generalised:
+
+    .. math::
+
+        \frac{\partial \ell_n}{\partial s_{n,j}} = A_n\,p_{n,j} - a_{n,j}
+        + 2z\,\operatorname{LSE}(s_n)\,p_{n,j},\qquad A_n = \sum_c a_{n,c}
+
+    ``mean`` divides the sum by :math:`\sum_n w_{y_n}` over counted rows for
+    class indices and by the number of rows for probabilities, as PyTorch
+    does. **One deliberate difference:** when every target is ignored (or the
+    total weight is 0), ``mean`` returns 0 with a zero gradient, not NaN.
+
+    Args:
+        input: logits of shape ``(C)``, ``(N, C)`` or ``(N, C, d1, ..., dk)``;
+            float16/bfloat16 are computed in float32.
+        target: class indices of shape ``()``, ``(N)`` or ``(N, d1, ..., dk)``
+            (any integer dtype), or class probabilities shaped like ``input``.
+        weight: class weights of shape ``(C)``.
+        ignore_index: class index whose rows are skipped (index targets).
+        reduction: ``"none"`` | ``"mean"`` | ``"sum"``.
+        label_smoothing: :math:`\varepsilon \in [0, 1]`; the target becomes
+            :math:`(1-\varepsilon)t + \varepsilon/C`.
+        axis: the class axis when it is not PyTorch's (``-1`` for ``(N, T, C)``).
+        z_loss: :math:`z \ge 0`, PaLM's auxiliary :math:`z\,\mathrm{LSE}^2`
+            per counted row, not scaled by class weights, and under ``mean``
+            divided by the same denominator.
+        softcap: :math:`c > 0` replaces the logits by :math:`c\tanh(x/c)` (Gemma 2).
+
+    Returns:
+        A 0-d array, or the per-row losses (target's shape) for ``"none"``, in
+        ``input``'s dtype.
+
+    Raises:
+        TypeError, ValueError, IndexError: naming the argument and value. Class
+        indices are range-checked on CPU only (on CUDA a bad index trips the
+        device's own assert).
+
+    >>> import numpy as np
+    >>> x = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 0.0]])
+    >>> y = np.array([0, 2])
+    >>> round(float(cross_entropy(x, y)), 6)
+    0.669962
+    >>> value, grad = cross_entropy.value_and_grad(x, y, reduction="sum")
+    >>> grad.round(4)  # softmax(x) - onehot(y)
+    array([[-0.2144,  0.1753,  0.0391],
+           [ 0.3333,  0.3333, -0.6667]])
+
+    References: PyTorch ``cross_entropy``; Szegedy et al. 2016 (label
+    smoothing); Chowdhery et al. 2022, PaLM (z-loss); Gemma Team 2024 (softcap).
+    """
+
+
+# ----------------------------------------------------------------------------
+# nll_loss
+# ----------------------------------------------------------------------------
+
+
+def _nll_loss(input, target, weight, ignore_index, reduction, *, need_grad, grad_output):
+    t = _targets.read(input, target, weight, ignore_index, reduction, 0.0, None, allow_probs=False)
+    xp = t.xp
+    wy = t.row_weight()
+    # loss_n = -w_y x_{n,y}; "mean" divides by sum w_y. The where keeps an
+    # ignored row at exactly 0 even when its gathered entry is -inf.
+    loss = xp.where(t.valid, -wy * t.gather(t.x), xp.zeros_like(wy))
+    grad = -t.dense() if need_grad else None  # d/dx_{n,j} = -w_y [j = y]
+    return _finish(t, loss, grad, reduction, grad_output, input, need_grad)
+
+
+@analytic(_nll_loss)
+def nll_loss(input, target, weight=None, ignore_index=-100, reduction="mean"):
+    r"""Negative log-likelihood of class indices given log-probabilities ``input``.
+
+    .. math:: \ell_n = -w_{y_n}\,x_{n,y_n},\qquad
+        \frac{\partial \ell_n}{\partial x_{n,j}} = -w_{y_n}[j = y_n]
+
+    PyTorch's ``nll_loss``: shapes ``(C)``, ``(N, C)``, ``(N, C, d1, ..., dk)``;
+    ``mean`` divides by :math:`\sum_n w_{y_n}` over counted rows, and returns 0
+    (not NaN) when nothing is counted.
+
+    >>> import numpy as np
+    >>> logp = np.log(np.array([[0.5, 0.25, 0.25], [0.1, 0.1, 0.8]]))
+    >>> round(float(nll_loss(logp, np.array([0, 2]))), 6)
+    0.458145
+    """
+
+
+# ----------------------------------------------------------------------------
+# focal_loss
+# ----------------------------------------------------------------------------
+
+
+def _focal_loss(
+    input, target, gamma, weight, ignore_index, reduction, label_smoothing,
+    *, need_grad, grad_output,
+):
+    t = _targets.read(input, target, weight, ignore_index, reduction, label_smoothing, None)
+    gamma = _checks.real("gamma", gamma, low=0.0)
+    xp = t.xp
+    logp = t.x - _lse(xp, t.x, -1)
+    p = xp.exp(logp)
+    q = -xp.expm1(logp)  # 1 - p, exact near p = 1
+    qg = q**gamma  # (1 - p)^gamma, with 0^0 = 1
+    a = t.dense()
+    # loss_n = -sum_c a_c (1 - p_c)^gamma log p_c
+    loss = -xp.sum(_masked_product(xp, a, qg * logp), axis=-1)
+    if not need_grad:
+        return _finish(t, loss, None, reduction, grad_output, input, False)
+    # With phi(p) = -(1 - p)^gamma log p and dp_c/dx_j = p_c (delta_cj - p_j):
+    #   d loss / dx_j = v_j - p_j sum_c v_c,   v_c = a_c p_c phi'(p_c),
+    #   p phi'(p) = gamma (1 - p)^gamma * p log p / (1 - p) - (1 - p)^gamma.
+    # p log p / (1 - p) tends to -1 as p -> 1 and to 0 as p -> 0; both limits
+    # are taken explicitly so that saturated logits and gamma < 1 stay finite.
+    safe_q = xp.where(q > 0, q, xp.ones_like(q))
+    ratio = xp.where(q > 0, logp / safe_q, -xp.ones_like(q))  # log p / (1 - p)
+    p_ratio = xp.where(p > 0, p * ratio, xp.zeros_like(p))
+    v = a * (gamma * qg * p_ratio - qg)
+    grad = v - p * xp.sum(v, axis=-1, keepdims=True)
+    return _finish(t, loss, grad, reduction, grad_output, input, True)
+
+
+@analytic(_focal_loss)
+def focal_loss(
+    input, target, gamma=2.0, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0
+):
+    r"""Categorical focal loss (Lin et al. 2017) on logits.
+
+    .. math:: \ell_n = -\sum_c a_{n,c}\,(1 - p_{n,c})^{\gamma}\,\log p_{n,c},
+        \qquad p_n = \operatorname{softmax}(x_n)
+
+    Targets, class weights, ``ignore_index``, label smoothing and reductions
+    follow :func:`cross_entropy` exactly, so ``gamma=0`` *is* cross-entropy in
+    every configuration. With :math:`v_c = a_c\,p_c\,\phi'(p_c)` for
+    :math:`\phi(p) = -(1-p)^\gamma\log p`, the gradient is
+
+    .. math:: \frac{\partial \ell_n}{\partial x_{n,j}} = v_j - p_j \sum_c v_c,
+
+    computed from :math:`\log p` so that it stays finite for saturated logits
+    and for :math:`0 \le \gamma < 1`.
+
+    >>> import numpy as np
+    >>> x = np.array([[2.0, 0.5, -1.0], [0.0, 0.0, 0.0]])
+    >>> round(float(focal_loss(x, np.array([0, 2]), gamma=2.0)), 6)
+    0.249682
+    >>> round(float(focal_loss(x, np.array([0, 2]), gamma=0.0)), 6)  # = cross_entropy
+    0.669962
+
+    Reference: Lin, Goyal, Girshick, He, Dollár, "Focal Loss for Dense Object
+    Detection", ICCV 2017.
+    """
