@@ -81,7 +81,7 @@ def class_indices(xp, target, num_classes: int, ignore_index: int, name: str = "
     """Integer class indices in [0, num_classes), or equal to ``ignore_index``."""
     if not xp.isdtype(target.dtype, "integral"):
         raise TypeError(f"{name} holds class indices and must have an integer dtype, got {target.dtype}")
-    if not on_cpu(target) or target.size == 0:
+    if not on_cpu(target) or math.prod(target.shape) == 0:
         return
     bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
     if bool(xp.any(bad)):
@@ -94,7 +94,7 @@ def class_indices(xp, target, num_classes: int, ignore_index: int, name: str = "
 
 def probabilities(xp, p, name: str, *, high=None) -> None:
     """No NaN and nothing negative (and nothing above ``high`` when given)."""
-    if not on_cpu(p) or p.size == 0:
+    if not on_cpu(p) or math.prod(p.shape) == 0:
         return
     if bool(xp.any(xp.isnan(p))):
         raise ValueError(f"{name} contains NaN; probabilities must be numbers in [0, {high or 'inf'}]")
@@ -127,7 +127,7 @@ def reduce(xp, loss, how: str, denominator=None):
     if how == "sum":
         return total
     if denominator is None:
-        denominator = loss.size
+        denominator = math.prod(loss.shape)
     d = xp.asarray(denominator, dtype=total.dtype, device=_device(total))
     return xp.where(d == 0, xp.zeros_like(total), total / _safe(xp, d))
 

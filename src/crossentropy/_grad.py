@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import warnings
 
 __all__ = ["analytic"]
 
@@ -52,7 +53,13 @@ def analytic(impl):
             return value
 
         def value_and_grad(*args, grad_output=None, **kwargs):
-            return impl(**bind(args, kwargs), need_grad=True, grad_output=grad_output)
+            arguments = bind(args, kwargs)
+            if any(map(_requires_grad, arguments.values())):
+                import torch
+
+                with torch.no_grad():  # analytic: nothing for autograd to record
+                    return impl(**arguments, need_grad=True, grad_output=grad_output)
+            return impl(**arguments, need_grad=True, grad_output=grad_output)
 
         value_and_grad.__doc__ = (
             f"``{public.__name__}`` and its analytic gradient with respect to its first "
@@ -102,7 +109,9 @@ def _function_class():
         @once_differentiable
         def backward(ctx, grad_output):
             (input,) = ctx.saved_tensors
-            _, grad = ctx.impl(input, **ctx.rest, need_grad=True, grad_output=grad_output)
+            with warnings.catch_warnings():  # the forward already said whatever it had to
+                warnings.simplefilter("ignore")
+                _, grad = ctx.impl(input, **ctx.rest, need_grad=True, grad_output=grad_output)
             return grad, None, None  # input, impl, rest
 
     return _AnalyticFunction

@@ -1,0 +1,572 @@
+r"""Maximum-likelihood linear classifiers fitted with any loss of the family.
+
+:class:`SoftmaxRegression` is multinomial logistic regression (a softmax model
+for three or more classes, a logistic model for two) whose negative
+log-likelihood is one of this library's losses, minimised with SciPy's
+L-BFGS-B on the loss's own analytic gradient — no autograd anywhere. With
+``loss="cross_entropy"`` it is scikit-learn's ``LogisticRegression`` (same
+objective, same optimum); ``loss="focal"`` and ``label_smoothing`` give the
+focal and label-smoothed variants of the same model.
+
+The objective, with per-sample weights :math:`s_i` (``sample_weight`` times
+``class_weight``), :math:`S = \sum_i s_i`, and logits
+:math:`z_i = W x_i + b`, is
+
+.. math:: J(W, b) = \frac{1}{S}\sum_i s_i\,\ell(z_i, y_i)
+    + \frac{1}{2\,C\,S}\,\lVert W\rVert_F^2,
+
+which is scikit-learn's ``C \sum_i s_i \ell_i + \tfrac12\lVert W\rVert^2``
+divided by :math:`C S`: the same minimiser, on a scale that does not grow
+with the data. The intercept is not penalised. The gradient is
+:math:`\partial J/\partial W = G^\top X + W/(CS)` and
+:math:`\partial J/\partial b = \sum_i G_i`, where :math:`G` is the loss's
+vector-Jacobian product with ``grad_output = s / S``.
+
+This module needs the ``cli`` extra (scikit-learn, SciPy); ``import
+crossentropy`` does not import it.
+"""
+
+from __future__ import annotations
+
+import json
+import numbers
+import os
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.optimize import minimize
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.utils.class_weight import compute_class_weight
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from . import losses as _losses
+from .links import log_sigmoid, log_softmax, sigmoid, softmax
+
+__all__ = [
+    "SoftmaxRegression",
+    "LOSSES",
+    "expected_calibration_error",
+    "SavedModel",
+    "save_model",
+    "load_model",
+    "MODEL_FORMAT",
+    "MODEL_FORMAT_VERSION",
+]
+
+LOSSES = ("cross_entropy", "focal")
+
+
+class SoftmaxRegression(ClassifierMixin, BaseEstimator):
+    r"""Linear classifier fitted by (penalised) maximum likelihood with a loss of
+    the cross-entropy family.
+
+    Three or more classes use the softmax model with one coefficient row per
+    class; two classes use the logistic (sigmoid) model with one row, as
+    scikit-learn's ``LogisticRegression`` does.
+
+    ============================  =================================================
+    ``loss``                      per-sample loss of the logits
+    ============================  =================================================
+    ``"cross_entropy"``, K > 2    :func:`~crossentropy.cross_entropy` with
+                                  ``label_smoothing`` (targets
+                                  :math:`(1-\varepsilon)\,\mathrm{onehot} + \varepsilon/K`)
+    ``"cross_entropy"``, K = 2    :func:`~crossentropy.binary_cross_entropy_with_logits`
+                                  on targets :math:`(1-\varepsilon)y + \varepsilon/2`
+    ``"focal"``, K > 2            :func:`~crossentropy.focal_loss` with ``gamma``
+                                  and ``label_smoothing``
+    ``"focal"``, K = 2            :func:`~crossentropy.sigmoid_focal_loss` with
+                                  ``alpha=-1`` (no alpha weighting), ``gamma``, on
+                                  the same smoothed targets
+    ============================  =================================================
+
+    Parameters
+    ----------
+    loss : {"cross_entropy", "focal"}, default="cross_entropy"
+    C : float > 0, default=1.0
+        Inverse L2 strength on the coefficients (not the intercept), with
+        scikit-learn's meaning: with ``loss="cross_entropy"`` and no smoothing
+        the fit reaches ``LogisticRegression(C=C)``'s optimum. ``np.inf`` turns
+        the penalty off.
+    label_smoothing : float in [0, 1), default=0.0
+    gamma : float >= 0, default=2.0
+        Focusing exponent of the focal loss (unused by ``cross_entropy``;
+        ``gamma=0`` *is* cross-entropy).
+    class_weight : dict, "balanced" or None, default=None
+        Multiplies each sample's weight by its class's weight, as in
+        scikit-learn (``"balanced"``: ``n_samples / (n_classes * count)``).
+    fit_intercept : bool, default=True
+    max_iter : int >= 1, default=1000
+        Most L-BFGS-B iterations.
+    tol : float > 0, default=1e-6
+        L-BFGS-B's ``gtol``: stop when the largest gradient entry falls below it.
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    coef_ : ndarray of shape (1, n_features) for two classes, else (n_classes, n_features)
+    intercept_ : ndarray of shape (1,) or (n_classes,)
+    n_iter_ : ndarray of shape (1,)
+        L-BFGS-B iterations run (as ``LogisticRegression``).
+    n_features_in_ : int
+    loss_curve_ : list of float
+        The objective :math:`J` before the first iteration and after each one.
+    objective_ : float
+        The final objective.
+    converged_ : bool
+
+    Examples
+    --------
+    >>> from sklearn.datasets import load_iris
+    >>> X, y = load_iris(return_X_y=True)
+    >>> clf = SoftmaxRegression(loss="focal", gamma=2.0).fit(X, y)
+    >>> clf.coef_.shape, clf.predict_proba(X[:2]).shape
+    ((3, 4), (2, 3))
+    >>> clf.score(X, y) > 0.95
+    True
+    """
+
+    def __init__(
+        self,
+        loss="cross_entropy",
+        *,
+        C=1.0,
+        label_smoothing=0.0,
+        gamma=2.0,
+        class_weight=None,
+        fit_intercept=True,
+        max_iter=1000,
+        tol=1e-6,
+    ):
+        self.loss = loss
+        self.C = C
+        self.label_smoothing = label_smoothing
+        self.gamma = gamma
+        self.class_weight = class_weight
+        self.fit_intercept = fit_intercept
+        self.max_iter = max_iter
+        self.tol = tol
+
+    # ------------------------------------------------------------------ checks
+
+    def _check_params(self):
+        if not isinstance(self.loss, str) or self.loss not in LOSSES:
+            raise ValueError(
+                f"loss={self.loss!r} is not one of {', '.join(map(repr, LOSSES))}"
+            )
+        _real("C", self.C, low=0.0, low_open=True, allow_inf=True)
+        _real("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
+        _real("gamma", self.gamma, low=0.0)
+        _real("tol", self.tol, low=0.0, low_open=True)
+        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, numbers.Integral):
+            raise TypeError(f"max_iter={self.max_iter!r} must be an integer")
+        if self.max_iter < 1:
+            raise ValueError(f"max_iter={self.max_iter} must be >= 1")
+        if not isinstance(self.fit_intercept, (bool, np.bool_)):
+            raise TypeError(f"fit_intercept={self.fit_intercept!r} must be a bool")
+        cw = self.class_weight
+        if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
+            raise ValueError(f"class_weight={cw!r} must be a dict, 'balanced' or None")
+
+    def _validate_X(self, X, y=None, *, reset):
+        kwargs = dict(accept_sparse=("csr", "csc"), dtype=np.float64, reset=reset)
+        try:
+            if y is None:
+                return validate_data(self, X, **kwargs)
+            return validate_data(self, X, y, y_numeric=False, **kwargs)
+        except ValueError as e:
+            if "could not convert string to float" in str(e):
+                raise ValueError(
+                    f"{type(self).__name__} needs numeric features, but X holds strings "
+                    f"({e}); encode them as numbers first (for example with "
+                    "sklearn.preprocessing.OneHotEncoder)"
+                ) from e
+            raise
+
+    # --------------------------------------------------------------------- fit
+
+    def fit(self, X, y, sample_weight=None, *, callback=None):
+        """Fit by maximum likelihood with L-BFGS-B.
+
+        Parameters
+        ----------
+        X : array-like or sparse matrix of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,), class labels (any type ``np.unique`` orders)
+        sample_weight : array-like of shape (n_samples,), optional, non-negative
+        callback : callable, optional
+            ``callback(iteration, objective)`` after each L-BFGS-B iteration
+            (for progress bars); not an estimator parameter, so it is not cloned.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        X, y = self._validate_X(X, y, reset=True)
+        check_classification_targets(y)
+        classes, y_index = np.unique(y, return_inverse=True)
+        if classes.size < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs at least 2 classes in y, but the data "
+                f"contains only one class: {classes[0]!r}"
+            )
+        n, d = X.shape
+        s = _sample_weight(sample_weight, n)
+        if self.class_weight is not None:
+            cw = compute_class_weight(
+                self.class_weight, classes=classes, y=y,
+                sample_weight=None if sample_weight is None else s,
+            )
+            s = s * cw[y_index]
+        S = float(s.sum())
+        if not S > 0:
+            raise ValueError("the sample weights (times class weights) sum to 0; nothing to fit")
+
+        self.classes_ = classes
+        binary = classes.size == 2
+        k = 1 if binary else classes.size
+        p = d + int(bool(self.fit_intercept))
+        lam = 0.0 if np.isinf(self.C) else 1.0 / (float(self.C) * S)
+        row_loss = self._row_loss(binary, y_index)
+        g_out = s / S
+
+        def objective(theta):
+            Wb = theta.reshape(k, p)
+            W = Wb[:, :d]
+            Z = np.asarray(X @ W.T)
+            if self.fit_intercept:
+                Z = Z + Wb[:, d]
+            value, G = row_loss(Z, g_out)
+            f = float(g_out @ value) + 0.5 * lam * float(np.vdot(W, W))
+            grad = np.empty_like(Wb)
+            grad[:, :d] = np.asarray(X.T @ G).T + lam * W
+            if self.fit_intercept:
+                grad[:, d] = G.sum(axis=0)
+            return f, grad.ravel()
+
+        theta0 = np.zeros(k * p)
+        curve = [objective(theta0)[0]]
+
+        def on_iteration(intermediate_result):
+            curve.append(float(intermediate_result.fun))
+            if callback is not None:
+                callback(len(curve) - 1, curve[-1])
+
+        with np.errstate(over="ignore", under="ignore"):
+            res = minimize(
+                objective,
+                theta0,
+                method="L-BFGS-B",
+                jac=True,
+                callback=on_iteration,
+                options={
+                    "maxiter": int(self.max_iter),
+                    "maxls": 50,
+                    "gtol": float(self.tol),
+                    "ftol": 64 * np.finfo(float).eps,
+                },
+            )
+        if not np.all(np.isfinite(res.x)):  # pragma: no cover - defensive
+            raise FloatingPointError("L-BFGS-B diverged to non-finite coefficients")
+        self.converged_ = bool(res.status == 0)
+        if not self.converged_:
+            msg = res.message.decode() if isinstance(res.message, bytes) else str(res.message)
+            warnings.warn(
+                f"L-BFGS-B did not converge ({msg}) after {res.nit} iteration(s); "
+                "raise max_iter, loosen tol or standardise the features",
+                ConvergenceWarning,
+                stacklevel=2,
+            )
+        Wb = res.x.reshape(k, p)
+        self.coef_ = Wb[:, :d].copy()
+        self.intercept_ = Wb[:, d].copy() if self.fit_intercept else np.zeros(k)
+        self.n_iter_ = np.array([max(int(res.nit), 1)], dtype=np.int32)
+        self.objective_ = float(res.fun)
+        self.loss_curve_ = curve
+        return self
+
+    def _row_loss(self, binary, y_index):
+        """``(Z, grad_output) -> (per-row loss, dJ/dZ)`` for the configured loss."""
+        e = float(self.label_smoothing)
+        gamma = float(self.gamma)
+        if binary:
+            t = y_index.astype(np.float64)
+            if e > 0:
+                t = (1 - e) * t + e / 2
+            if self.loss == "cross_entropy":
+                def vg(z, g):
+                    return _losses.binary_cross_entropy_with_logits.value_and_grad(
+                        z, t, reduction="none", grad_output=g
+                    )
+            else:
+                def vg(z, g):
+                    return _losses.sigmoid_focal_loss.value_and_grad(
+                        z, t, alpha=-1.0, gamma=gamma, reduction="none", grad_output=g
+                    )
+
+            def row_loss(Z, g):
+                value, grad = vg(Z[:, 0], g)
+                return value, grad[:, None]
+
+            return row_loss
+        target = y_index.astype(np.int64)
+        if self.loss == "cross_entropy":
+            def row_loss(Z, g):
+                return _losses.cross_entropy.value_and_grad(
+                    Z, target, reduction="none", label_smoothing=e, grad_output=g
+                )
+        else:
+            def row_loss(Z, g):
+                return _losses.focal_loss.value_and_grad(
+                    Z, target, gamma=gamma, reduction="none", label_smoothing=e, grad_output=g
+                )
+        return row_loss
+
+    # ----------------------------------------------------------------- predict
+
+    def decision_function(self, X):
+        """Logits: shape (n_samples,) for two classes (the positive class's
+        log-odds), else (n_samples, n_classes)."""
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        Z = np.asarray(X @ self.coef_.T) + self.intercept_
+        return Z[:, 0] if Z.shape[1] == 1 else Z
+
+    def predict(self, X):
+        """The most probable class of each sample."""
+        Z = self.decision_function(X)
+        idx = (Z > 0).astype(np.intp) if Z.ndim == 1 else np.argmax(Z, axis=1)
+        return self.classes_[idx]
+
+    def predict_proba(self, X):
+        """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order."""
+        Z = self.decision_function(X)
+        if Z.ndim == 1:
+            return np.column_stack([sigmoid(-Z), sigmoid(Z)])
+        return softmax(Z, axis=1)
+
+    def predict_log_proba(self, X):
+        """Log class probabilities, computed from the logits without ``log(0)``."""
+        Z = self.decision_function(X)
+        if Z.ndim == 1:
+            return np.column_stack([log_sigmoid(-Z), log_sigmoid(Z)])
+        return log_softmax(Z, axis=1)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+# ---------------------------------------------------------------------------
+# helpers
+# ---------------------------------------------------------------------------
+
+
+def _real(name, value, *, low=None, high=None, low_open=False, high_open=False, allow_inf=False):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}={value!r} must be a real number")
+    v = float(value)
+    if np.isnan(v) or (np.isinf(v) and not allow_inf):
+        raise ValueError(f"{name}={value!r} must be a finite number")
+    if low is not None and (v <= low if low_open else v < low):
+        raise ValueError(f"{name}={value!r} must be {'>' if low_open else '>='} {low}")
+    if high is not None and (v >= high if high_open else v > high):
+        raise ValueError(f"{name}={value!r} must be {'<' if high_open else '<='} {high}")
+    return v
+
+
+def _sample_weight(sample_weight, n):
+    if sample_weight is None:
+        return np.ones(n)
+    if isinstance(sample_weight, numbers.Number):
+        return np.full(n, float(sample_weight))
+    s = np.asarray(sample_weight, dtype=np.float64)
+    if s.ndim != 1 or s.shape[0] != n:
+        raise ValueError(
+            f"sample_weight has shape {s.shape} but X has {n} samples; "
+            f"it must have shape ({n},)"
+        )
+    if not np.all(np.isfinite(s)):
+        raise ValueError("sample_weight contains NaN or infinity")
+    if np.any(s < 0):
+        raise ValueError("sample_weight contains negative values; weights must be >= 0")
+    return s
+
+
+def expected_calibration_error(y_true, proba, classes=None, n_bins=15):
+    r"""Expected calibration error of the top-label confidence (Guo et al. 2017).
+
+    Samples are binned by their highest predicted probability into ``n_bins``
+    equal-width bins of [0, 1]; the ECE is
+    :math:`\sum_b \frac{n_b}{n}\,\lvert\mathrm{acc}_b - \mathrm{conf}_b\rvert`.
+
+    Args:
+        y_true: true labels (values of ``classes``), shape (n,).
+        proba: predicted probabilities, shape (n, n_classes).
+        classes: the labels of ``proba``'s columns (default ``0..n_classes-1``).
+
+    Returns:
+        ``(ece, bins)`` where ``bins`` is a dict of arrays ``edges``,
+        ``count``, ``accuracy`` and ``confidence`` per bin (NaN for empty bins).
+
+    >>> import numpy as np
+    >>> ece, _ = expected_calibration_error(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]))
+    >>> round(ece, 6)
+    0.15
+    """
+    proba = np.asarray(proba, dtype=np.float64)
+    y_true = np.asarray(y_true)
+    classes = np.arange(proba.shape[1]) if classes is None else np.asarray(classes)
+    confidence = proba.max(axis=1)
+    correct = classes[proba.argmax(axis=1)] == y_true
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
+    count = np.bincount(which, minlength=n_bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.bincount(which, weights=correct, minlength=n_bins) / count
+        conf = np.bincount(which, weights=confidence, minlength=n_bins) / count
+    nonempty = count > 0
+    ece = float(np.sum(count[nonempty] / count.sum() * np.abs(acc[nonempty] - conf[nonempty])))
+    return ece, {"edges": edges, "count": count, "accuracy": acc, "confidence": conf}
+
+
+# ---------------------------------------------------------------------------
+# saved models: a .npz of arrays (no pickle) and a JSON sidecar; docs/cli.md
+# ---------------------------------------------------------------------------
+
+MODEL_FORMAT = "crossentropy-model"
+MODEL_FORMAT_VERSION = 1
+_PARAMS = ("loss", "C", "label_smoothing", "gamma", "fit_intercept", "max_iter", "tol")
+
+
+class SavedModel(NamedTuple):
+    """A model read back by :func:`load_model`."""
+
+    estimator: SoftmaxRegression
+    feature_names: list  # the column names the model expects, in order
+    mean: np.ndarray  # standardisation applied before the model: (x - mean) / scale
+    scale: np.ndarray
+    meta: dict  # everything in the JSON sidecar
+
+    def transform(self, X):
+        return (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
+
+    def predict(self, X):
+        return self.estimator.predict(self.transform(X))
+
+    def predict_proba(self, X):
+        return self.estimator.predict_proba(self.transform(X))
+
+
+def _json_value(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, float) and np.isinf(v):
+        return "inf"
+    return v
+
+
+def save_model(
+    estimator, path, *, feature_names=None, mean=None, scale=None, target=None, extra=None
+):
+    """Write a fitted :class:`SoftmaxRegression` as ``PATH.npz`` + ``PATH.json``.
+
+    ``path`` may end in ``.npz`` or have no suffix. ``mean``/``scale`` record a
+    standardisation applied to the features before the model (identity when
+    omitted). ``extra`` (JSON-serialisable) is stored in the sidecar under
+    ``"extra"``. Returns the two paths. The format is in ``docs/cli.md``.
+    """
+    check_is_fitted(estimator)
+    base = str(path)[:-4] if str(path).endswith(".npz") else str(path)
+    d = estimator.n_features_in_
+    names = [f"x{i}" for i in range(d)] if feature_names is None else [str(f) for f in feature_names]
+    if len(names) != d:
+        raise ValueError(f"{len(names)} feature names for a model of {d} features")
+    mean = np.zeros(d) if mean is None else np.asarray(mean, dtype=np.float64)
+    scale = np.ones(d) if scale is None else np.asarray(scale, dtype=np.float64)
+    classes = estimator.classes_
+    if classes.dtype.kind not in "iufbU":
+        classes = classes.astype(str)
+    meta = {
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "model": "SoftmaxRegression",
+        "params": {k: _json_value(getattr(estimator, k)) for k in _PARAMS},
+        "class_weight": estimator.class_weight if estimator.class_weight in (None, "balanced")
+        else {str(k): float(v) for k, v in estimator.class_weight.items()},
+        "binary": bool(classes.size == 2),
+        "classes": [_json_value(c) for c in classes],
+        "classes_dtype": classes.dtype.str,
+        "target": target,
+        "feature_names": names,
+        "n_iter": int(estimator.n_iter_[0]),
+        "converged": bool(getattr(estimator, "converged_", True)),
+        "objective": float(getattr(estimator, "objective_", float("nan"))),
+        "arrays": os.path.basename(base) + ".npz",
+        "extra": extra or {},
+    }
+    from . import __version__
+
+    meta["crossentropy_version"] = __version__
+    np.savez(
+        base + ".npz",
+        coef=estimator.coef_,
+        intercept=estimator.intercept_,
+        classes=classes,
+        feature_names=np.asarray(names, dtype=str),
+        mean=mean,
+        scale=scale,
+        loss_curve=np.asarray(getattr(estimator, "loss_curve_", []), dtype=np.float64),
+        meta=np.asarray(json.dumps(meta)),
+    )
+    with open(base + ".json", "w", encoding="utf-8") as fh:
+        json.dump(meta, fh, indent=2)
+        fh.write("\n")
+    return base + ".npz", base + ".json"
+
+
+def load_model(path) -> SavedModel:
+    """Read a model written by :func:`save_model` (the ``.npz``, or its ``.json``
+    sidecar, or the common path without suffix). Never unpickles anything."""
+    path = str(path)
+    if path.endswith(".json"):
+        with open(path, encoding="utf-8") as fh:
+            sidecar = json.load(fh)
+        path = os.path.join(os.path.dirname(path), sidecar.get("arrays", ""))
+    elif not path.endswith(".npz"):
+        path = path + ".npz"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a crossentropy model file: {e}") from e
+    try:
+        meta = json.loads(str(arrays["meta"]))
+    except (KeyError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a crossentropy model file (no metadata)") from e
+    if meta.get("format") != MODEL_FORMAT:
+        raise ValueError(f"{path} is not a crossentropy model file (format {meta.get('format')!r})")
+    if meta.get("format_version", 0) > MODEL_FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has format version {meta['format_version']}; this crossentropy "
+            f"reads versions up to {MODEL_FORMAT_VERSION}"
+        )
+    params = dict(meta["params"])
+    if params.get("C") == "inf":
+        params["C"] = float("inf")
+    cw = meta.get("class_weight")
+    est = SoftmaxRegression(**params, class_weight=cw)
+    est.classes_ = arrays["classes"]
+    est.coef_ = arrays["coef"]
+    est.intercept_ = arrays["intercept"]
+    est.n_features_in_ = est.coef_.shape[1]
+    est.n_iter_ = np.array([meta.get("n_iter", 0)], dtype=np.int32)
+    est.loss_curve_ = arrays["loss_curve"].tolist()
+    est.objective_ = meta.get("objective")
+    est.converged_ = meta.get("converged", True)
+    names = [str(s) for s in arrays["feature_names"]]
+    return SavedModel(est, names, arrays["mean"], arrays["scale"], meta)
