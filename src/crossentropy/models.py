@@ -171,12 +171,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if not (cw is None or cw == "balanced" or isinstance(cw, dict)):
             raise ValueError(f"class_weight={cw!r} must be a dict, 'balanced' or None")
 
-    def _validate_X(self, X, y=None, *, reset):
+    def _validate_X(self, X, y="no_validation", *, reset):
         kwargs = dict(accept_sparse=("csr", "csc"), dtype=np.float64, reset=reset)
         try:
-            if y is None:
-                return validate_data(self, X, **kwargs)
-            return validate_data(self, X, y, y_numeric=False, **kwargs)
+            return validate_data(self, X, y, **kwargs)
         except ValueError as e:
             if "could not convert string to float" in str(e):
                 raise ValueError(
@@ -211,7 +209,7 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if classes.size < 2:
             raise ValueError(
                 f"{type(self).__name__} needs at least 2 classes in y, but the data "
-                f"contains only one class: {classes[0]!r}"
+                f"contains only one class: {_label(classes[0])!r}"
             )
         n, d = X.shape
         s = _sample_weight(sample_weight, n)
@@ -223,7 +221,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             s = s * cw[y_index]
         S = float(s.sum())
         if not S > 0:
-            raise ValueError("the sample weights (times class weights) sum to 0; nothing to fit")
+            raise ValueError(
+                "the sample weights (times the class weights) are all zero; there is nothing to fit"
+            )
 
         self.classes_ = classes
         binary = classes.size == 2
@@ -570,3 +570,8 @@ def load_model(path) -> SavedModel:
     est.converged_ = meta.get("converged", True)
     names = [str(s) for s in arrays["feature_names"]]
     return SavedModel(est, names, arrays["mean"], arrays["scale"], meta)
+
+
+def _label(v):
+    """A NumPy scalar as the plain Python value it prints as."""
+    return v.item() if isinstance(v, np.generic) else v

@@ -22,9 +22,10 @@ from .categorical import _masked_product
 __all__ = ["binary_cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss"]
 
 # PyTorch clamps each log of binary_cross_entropy at -100 and floors the
-# gradient's denominator p (1 - p) at 1e-12 (aten/src/ATen/native/Loss.cpp).
+# gradient's denominator p (1 - p) at EPSILON = 1e-12, a C++ float, that is
+# 1e-12 rounded to float32 (aten/src/ATen/native/Loss.cpp).
 _LOG_FLOOR = -100.0
-_GRAD_EPS = 1e-12
+_GRAD_EPS = 9.999999960041972e-13  # float(numpy.float32(1e-12))
 
 
 def _read(input, target, reduction, name="input", target_name="target"):

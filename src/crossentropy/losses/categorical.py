@@ -218,7 +218,7 @@ def _focal_loss(
     # are taken explicitly so that saturated logits and gamma < 1 stay finite.
     safe_q = xp.where(q > 0, q, xp.ones_like(q))
     ratio = xp.where(q > 0, logp / safe_q, -xp.ones_like(q))  # log p / (1 - p)
-    p_ratio = xp.where(p > 0, p * ratio, xp.zeros_like(p))
+    p_ratio = _masked_product(xp, p, ratio)  # 0 where p = 0 (ratio = -inf there)
     v = a * (gamma * qg * p_ratio - qg)
     grad = v - p * xp.sum(v, axis=-1, keepdims=True)
     return _finish(t, loss, grad, reduction, grad_output, input, True)

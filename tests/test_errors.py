@@ -1,0 +1,101 @@
+"""Bad input gets a TypeError, ValueError or IndexError naming the argument and
+the value, on NumPy and on torch inputs alike."""
+
+import numpy as np
+import pytest
+import torch
+
+import crossentropy as ce
+
+X = np.random.default_rng(0).normal(size=(3, 4))
+Y = np.array([0, 3, 1])
+P = np.full((3, 4), 0.25)
+
+
+def _both(*args, **kwargs):
+    """The same call with NumPy and with torch arrays."""
+    conv = lambda a: torch.from_numpy(a) if isinstance(a, np.ndarray) else a  # noqa: E731
+    return [(args, kwargs), ([conv(a) for a in args], {k: conv(v) for k, v in kwargs.items()})]
+
+
+BAD = [
+    # (function, args, kwargs, exception, message pattern)
+    (ce.cross_entropy, (X.astype(np.int64), Y), {}, TypeError, "input must have a real floating dtype"),
+    (ce.cross_entropy, (np.array([["a", "b"]]), np.array([0])), {}, TypeError, "input must have a real floating"),
+    (ce.cross_entropy, (X, Y.astype(float)), {}, ValueError, r"target is floating with shape \(3,\)"),
+    (ce.cross_entropy, (X, np.array([0, 4, 1])), {}, IndexError, r"class index 4, outside \[0, 4\)"),
+    (ce.cross_entropy, (X, np.array([0, -2, 1])), {}, IndexError, "class index -2"),
+    (ce.cross_entropy, (X, np.array([0, 1])), {}, ValueError, r"target of shape \(2,\) does not match input"),
+    (ce.cross_entropy, (np.array(1.0), np.array(0)), {}, ValueError, "input must have at least 1 dimension"),
+    (ce.cross_entropy, (X, Y), dict(reduction="avg"), ValueError, "reduction='avg' is not one of"),
+    (ce.cross_entropy, (X, Y), dict(label_smoothing=1.5), ValueError, r"label_smoothing=1.5 must be in \[0.0, 1.0\]"),
+    (ce.cross_entropy, (X, Y), dict(label_smoothing=-0.1), ValueError, "label_smoothing=-0.1"),
+    (ce.cross_entropy, (X, Y), dict(z_loss=-1.0), ValueError, "z_loss=-1.0 must be >= 0"),
+    (ce.cross_entropy, (X, Y), dict(softcap=0.0), ValueError, "softcap=0.0 must be > 0"),
+    (ce.cross_entropy, (X, Y), dict(softcap=-3.0), ValueError, "softcap=-3.0"),
+    (ce.cross_entropy, (X, Y), dict(weight=np.ones(3)), ValueError, r"weight must be a 1-D .* length C=4, got shape \(3,\)"),
+    (ce.cross_entropy, (X, P), dict(ignore_index=0), ValueError, "ignore_index=0 cannot be used with probability"),
+    (ce.cross_entropy, (X, Y), dict(axis=2), ValueError, "axis=2 is out of range"),
+    (ce.cross_entropy, (X, Y), dict(ignore_index=1.5), TypeError, "ignore_index=1.5 must be an integer"),
+    (ce.cross_entropy, (X, P.astype(np.int64)), {}, TypeError, "read as class probabilities and must be floating"),
+    (ce.focal_loss, (X, Y), dict(gamma=-1.0), ValueError, "gamma=-1.0 must be >= 0"),
+    (ce.focal_loss, (X, np.array([0, 9, 1])), {}, IndexError, "class index 9"),
+    (ce.nll_loss, (X, P), {}, ValueError, "this loss takes class indices"),
+    (ce.binary_cross_entropy, (np.array([0.5, 1.2]), np.array([1.0, 0.0])), {}, ValueError,
+     r"input contains 1.2.*\[0, 1.0\]"),
+    (ce.binary_cross_entropy, (np.array([0.5, -0.2]), np.array([1.0, 0.0])), {}, ValueError, "input contains -0.2"),
+    (ce.binary_cross_entropy, (np.array([0.5, np.nan]), np.array([1.0, 0.0])), {}, ValueError, "input contains NaN"),
+    (ce.binary_cross_entropy, (np.array([0.5, 0.5]), np.array([1.0, 0.0, 1.0])), {}, ValueError,
+     r"target has shape \(3,\) but input has shape \(2,\)"),
+    (ce.binary_cross_entropy_with_logits, (X, P[:2]), {}, ValueError, r"target has shape \(2, 4\)"),
+    (ce.binary_cross_entropy_with_logits, (X, P), dict(pos_weight=np.ones(3)), ValueError,
+     r"pos_weight of shape \(3,\) does not broadcast to \(3, 4\)"),
+    (ce.binary_cross_entropy_with_logits, (X, P), dict(reduction="batchmean"), ValueError, "reduction='batchmean'"),
+    (ce.sigmoid_focal_loss, (X, P), dict(gamma=-0.5), ValueError, "gamma=-0.5"),
+    (ce.sigmoid_focal_loss, (X, P), dict(alpha=1.5), ValueError, "alpha=1.5"),
+    (ce.entropy, (np.array([0.5, np.nan]),), {}, ValueError, "p contains NaN"),
+    (ce.entropy, (np.array([1.5, -0.5]),), {}, ValueError, "p contains -0.5"),
+    (ce.kl_divergence, (P, P[:2]), {}, ValueError, r"q has shape \(2, 4\) but p has shape \(3, 4\)"),
+    (ce.kl_divergence, (P, -P), {}, ValueError, "q contains -0.25"),
+    (ce.js_divergence, (P, np.full((3, 4), np.nan)), {}, ValueError, "q contains NaN"),
+    (ce.kl_div, (X, P), dict(reduction="avg"), ValueError, "reduction='avg'"),
+    (ce.kl_div, (X, P[:, :3]), {}, ValueError, r"target of shape \(3, 3\) does not broadcast"),
+    (ce.softmax, (X.astype(np.int32),), {}, TypeError, "x must have a real floating dtype"),
+    (ce.softmax, (X,), dict(axis=5), ValueError, "axis=5 is out of range"),
+]
+
+
+@pytest.mark.parametrize("f,args,kwargs,exc,pattern", BAD, ids=lambda v: getattr(v, "__name__", None))
+def test_bad_input_gets_a_clear_error(f, args, kwargs, exc, pattern):
+    calls = _both(*args, **kwargs) if args[0].dtype.kind != "U" else [(args, kwargs)]
+    for a, kw in calls:
+        with pytest.raises(exc, match=pattern):
+            f(*a, **kw)
+        if hasattr(f, "value_and_grad"):
+            with pytest.raises(exc, match=pattern):
+                f.value_and_grad(*a, **kw)
+
+
+def test_mixed_array_libraries_are_refused():
+    with pytest.raises(TypeError, match="target is a numpy.ndarray but input is a torch.Tensor"):
+        ce.cross_entropy(torch.from_numpy(X), Y)
+    with pytest.raises(TypeError, match="weight is a torch.Tensor but input is a numpy.ndarray"):
+        ce.cross_entropy(X, Y, weight=torch.ones(4))
+
+
+def test_non_arrays_are_refused():
+    with pytest.raises(TypeError, match="input must be an array"):
+        ce.cross_entropy([[0.0, 1.0]], [1])
+
+
+def test_grad_output_of_the_wrong_shape():
+    with pytest.raises(ValueError, match=r"grad_output has shape \(2,\) but the value has shape \(3,\)"):
+        ce.cross_entropy.value_and_grad(X, Y, reduction="none", grad_output=np.ones(2))
+    with pytest.raises(ValueError, match=r"grad_output has shape \(3,\) but the value has shape \(\)"):
+        ce.cross_entropy.value_and_grad(X, Y, grad_output=np.ones(3))
+
+
+def test_sequences_are_accepted_for_weights():
+    a = ce.cross_entropy(X, Y, weight=[1.0, 2.0, 3.0, 4.0])
+    b = ce.cross_entropy(X, Y, weight=np.array([1.0, 2.0, 3.0, 4.0]))
+    assert a == b
