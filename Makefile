@@ -1,0 +1,36 @@
+# Two commands work on a fresh machine:
+#   make demo   set up .venv, then run the main job (`crossentropy fit`)
+#   make test   set up .venv with the test extras, then run every test
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+
+.PHONY: demo test check bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when the project's requirements change.
+$(VENV)/.installed-cli: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e ".[cli]"
+	touch $@
+
+$(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
+	$(PIP) -e ".[test]"
+	touch $@ $(VENV)/.installed-cli
+
+demo: $(VENV)/.installed-cli
+	$(BIN)/crossentropy fit --out runs/demo
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest
+
+check: $(VENV)/.installed-test
+	$(BIN)/crossentropy check
+
+bench: $(VENV)/.installed-test
+	$(BIN)/crossentropy bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .hypothesis
