@@ -41,3 +41,13 @@ __all__ = [
     "check_grad",
     "GradCheck",
 ]
+
+
+def __getattr__(name):
+    # torch-only entry points, imported on first use so that `import crossentropy`
+    # needs only NumPy.
+    if name == "linear_cross_entropy":
+        from .linear import linear_cross_entropy
+
+        return linear_cross_entropy
+    raise AttributeError(f"module 'crossentropy' has no attribute {name!r}")
