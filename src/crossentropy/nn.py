@@ -1,0 +1,176 @@
+"""``torch.nn`` modules with PyTorch's constructor signatures.
+
+Each module validates and stores its options and calls the function of the
+same name; class weights are registered as buffers, so ``.to(device)`` moves
+them, as in PyTorch. The extra options (``axis``, ``z_loss``, ``softcap``,
+``inplace_backward``) are keyword-only. Swapping ``torch.nn.CrossEntropyLoss``
+for ``crossentropy.nn.CrossEntropyLoss`` in a training loop changes nothing but
+speed and memory.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from . import _checks
+from .linear import linear_cross_entropy
+from .losses import (
+    binary_cross_entropy,
+    binary_cross_entropy_with_logits,
+    cross_entropy,
+    focal_loss,
+    kl_div,
+    nll_loss,
+    sigmoid_focal_loss,
+)
+
+__all__ = [
+    "CrossEntropyLoss",
+    "NLLLoss",
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "KLDivLoss",
+    "FocalLoss",
+    "SigmoidFocalLoss",
+    "LinearCrossEntropyLoss",
+]
+
+
+def _legacy_reduction(size_average, reduce, reduction):
+    """PyTorch's deprecated ``size_average``/``reduce`` pair, read its way."""
+    if size_average is None and reduce is None:
+        return reduction
+    warnings.warn("size_average and reduce are deprecated, use reduction instead", UserWarning, stacklevel=3)
+    size_average = True if size_average is None else size_average
+    reduce = True if reduce is None else reduce
+    return ("mean" if size_average else "sum") if reduce else "none"
+
+
+class _Loss(torch.nn.Module):
+    def __init__(self, size_average=None, reduce=None, reduction="mean", allowed=_checks.REDUCTIONS):
+        super().__init__()
+        self.reduction = _checks.reduction(_legacy_reduction(size_average, reduce, reduction), allowed)
+
+
+class _WeightedLoss(_Loss):
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean"):
+        super().__init__(size_average, reduce, reduction)
+        self.register_buffer("weight", weight)
+
+
+class CrossEntropyLoss(_WeightedLoss):
+    """:func:`crossentropy.cross_entropy` as a module; ``torch.nn.CrossEntropyLoss``'s signature."""
+
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
+                 label_smoothing=0.0, *, axis=None, z_loss=0.0, softcap=None, inplace_backward=False):
+        super().__init__(weight, size_average, reduce, reduction)
+        self.ignore_index = _checks.integer("ignore_index", ignore_index)
+        self.label_smoothing = _checks.real("label_smoothing", label_smoothing, low=0.0, high=1.0)
+        self.axis = axis
+        self.z_loss = _checks.real("z_loss", z_loss, low=0.0)
+        self.softcap = _checks.real("softcap", softcap, low=0.0, low_open=True, allow_none=True)
+        self.inplace_backward = bool(inplace_backward)
+
+    def forward(self, input, target):
+        extra = {"inplace_backward": True} if self.inplace_backward else {}  # torch fused path only
+        return cross_entropy(input, target, self.weight, self.ignore_index, self.reduction,
+                             self.label_smoothing, axis=self.axis, z_loss=self.z_loss, softcap=self.softcap,
+                             **extra)
+
+
+class NLLLoss(_WeightedLoss):
+    """:func:`crossentropy.nll_loss` as a module; ``torch.nn.NLLLoss``'s signature."""
+
+    def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean"):
+        super().__init__(weight, size_average, reduce, reduction)
+        self.ignore_index = _checks.integer("ignore_index", ignore_index)
+
+    def forward(self, input, target):
+        return nll_loss(input, target, self.weight, self.ignore_index, self.reduction)
+
+
+class BCELoss(_WeightedLoss):
+    """:func:`crossentropy.binary_cross_entropy` as a module; ``torch.nn.BCELoss``'s signature."""
+
+    def forward(self, input, target):
+        return binary_cross_entropy(input, target, self.weight, self.reduction)
+
+
+class BCEWithLogitsLoss(_WeightedLoss):
+    """:func:`crossentropy.binary_cross_entropy_with_logits` as a module; ``torch.nn.BCEWithLogitsLoss``'s signature."""
+
+    def __init__(self, weight=None, size_average=None, reduce=None, reduction="mean", pos_weight=None):
+        super().__init__(weight, size_average, reduce, reduction)
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, input, target):
+        return binary_cross_entropy_with_logits(input, target, self.weight, self.reduction, self.pos_weight)
+
+
+class KLDivLoss(_Loss):
+    """:func:`crossentropy.kl_div` as a module; ``torch.nn.KLDivLoss``'s signature."""
+
+    def __init__(self, size_average=None, reduce=None, reduction="mean", log_target=False):
+        super().__init__(size_average, reduce, reduction, ("none", "batchmean", "sum", "mean"))
+        self.log_target = bool(log_target)
+
+    def forward(self, input, target):
+        return kl_div(input, target, self.reduction, self.log_target)
+
+
+class FocalLoss(_WeightedLoss):
+    """:func:`crossentropy.focal_loss` as a module (categorical focal loss on logits)."""
+
+    def __init__(self, gamma=2.0, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
+        super().__init__(weight, None, None, reduction)
+        self.gamma = _checks.real("gamma", gamma, low=0.0)
+        self.ignore_index = _checks.integer("ignore_index", ignore_index)
+        self.label_smoothing = _checks.real("label_smoothing", label_smoothing, low=0.0, high=1.0)
+
+    def forward(self, input, target):
+        return focal_loss(input, target, self.gamma, self.weight, self.ignore_index, self.reduction,
+                          self.label_smoothing)
+
+
+class SigmoidFocalLoss(_Loss):
+    """:func:`crossentropy.sigmoid_focal_loss` as a module.
+
+    The function keeps torchvision's default ``reduction="none"``; the module,
+    like every ``torch.nn`` loss module, defaults to ``"mean"``.
+    """
+
+    def __init__(self, alpha=0.25, gamma=2.0, reduction="mean"):
+        super().__init__(None, None, reduction)
+        self.alpha = _checks.real("alpha", alpha, high=1.0)
+        self.gamma = _checks.real("gamma", gamma, low=0.0)
+
+    def forward(self, inputs, targets):
+        return sigmoid_focal_loss(inputs, targets, self.alpha, self.gamma, self.reduction)
+
+
+class LinearCrossEntropyLoss(torch.nn.Module):
+    """A linear layer and cross-entropy in one, never holding the logits.
+
+    ``torch.nn.LinearCrossEntropyLoss``'s signature (``in_features``,
+    ``num_classes``, keyword-only ``bias=False``, ``device``, ``dtype``,
+    ``reduction``, ``weight``, ``ignore_index``, ``label_smoothing``; the
+    K-dimensional ``out_features`` is not supported), plus ``z_loss``,
+    ``softcap``, ``shift``, ``chunk_size`` and ``accum_dtype``. The layer is
+    ``self.linear``, a ``torch.nn.Linear``, so checkpoints keep PyTorch's names.
+    """
+
+    def __init__(self, in_features, num_classes, *, bias=False, device=None, dtype=None, reduction="mean",
+                 weight=None, ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=None, shift=False,
+                 chunk_size=None, accum_dtype=None):
+        super().__init__()
+        self.linear = torch.nn.Linear(in_features, num_classes, bias=bias, device=device, dtype=dtype)
+        self.register_buffer("weight", weight)
+        self.reduction = _checks.reduction(reduction)
+        self.options = dict(ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss,
+                            softcap=softcap, shift=shift, chunk_size=chunk_size, accum_dtype=accum_dtype)
+
+    def forward(self, input, target):
+        return linear_cross_entropy(input, self.linear.weight, target, linear_bias=self.linear.bias,
+                                    weight=self.weight, reduction=self.reduction, **self.options)
