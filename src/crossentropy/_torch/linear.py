@@ -44,8 +44,10 @@ class Plan:
 
 
 def prepare(input, linear_weight, target, linear_bias, weight, reduction, ignore_index,
-            label_smoothing, z_loss, softcap, shift, chunk_size, accum_dtype, num_items_in_batch) -> Plan:
-    """Validate the arguments and plan the chunks (no data is copied)."""
+            label_smoothing, z_loss, softcap, shift, chunk_size, accum_dtype, num_items_in_batch,
+            num_classes=None) -> Plan:
+    """Validate the arguments and plan the chunks (no data is copied).
+    ``num_classes``: the global vocabulary when ``linear_weight`` is a shard."""
     for name, t in (("input", input), ("linear_weight", linear_weight), ("target", target)):
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
@@ -72,7 +74,7 @@ def prepare(input, linear_weight, target, linear_bias, weight, reduction, ignore
     e = _checks.real("label_smoothing", label_smoothing, low=0.0, high=1.0)
     z = _checks.real("z_loss", z_loss, low=0.0)
     cap = _checks.real("softcap", softcap, low=0.0, low_open=True, allow_none=True)
-    _checks.class_indices(array_api_compat.array_namespace(target), target, V, ignore_index)
+    _checks.class_indices(array_api_compat.array_namespace(target), target, num_classes or V, ignore_index)
     if weight is not None:
         if not isinstance(weight, torch.Tensor) or weight.shape != (V,):
             raise ValueError(f"weight must be a 1-D tensor of length V={V}, got {getattr(weight, 'shape', weight)}")

@@ -1,0 +1,94 @@
+"""Worker for test_distributed.py: one rank of a gloo group checking the
+vocab-parallel functions against single-process ones on the full problem."""
+
+import itertools
+import traceback
+
+import torch
+import torch.distributed as dist
+
+import crossentropy as ce
+from crossentropy.distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
+
+
+def _close(a, b, what):
+    scale = max(1.0, b.abs().max().item() if b.numel() else 1.0)
+    err = (a - b).abs().max().item() if a.numel() else 0.0
+    assert err <= 1e-10 * scale, f"{what}: max error {err:.3e} (scale {scale:.3e})"
+
+
+def _bounds(V, world, rank, uneven):
+    if not uneven:
+        width = V // world
+        return rank * width, width, None
+    widths = [V // world + (1 if r < V % world else 0) for r in range(world)]
+    start = sum(widths[:rank])
+    return start, widths[rank], start
+
+
+def check(rank, world):
+    V_even = 5 * world
+    grid = itertools.product(
+        ("mean", "sum", "none"), (False, True), (0.0, 0.2), (0.0, 1e-2), (None, 4.0), ("mixed", "shard0", "ignored"),
+    )
+    for reduction, weighted, ls, z, cap, targets in grid:
+        for uneven in (False, True):
+            V = V_even + (2 if uneven else 0)
+            g = torch.Generator().manual_seed(7)
+            N, H = 9, 6
+            full = torch.randn(N, V, generator=g, dtype=torch.float64) * 2
+            t = torch.randint(0, V, (N,), generator=g)
+            if targets == "shard0":  # every target on rank 0: the other ranks hold none
+                t = t % max(1, V // world - 1)
+            t[::4] = -100
+            if targets == "ignored":
+                t[:] = -100
+            w = torch.rand(V, generator=g, dtype=torch.float64) + 0.2 if weighted else None
+            go = torch.rand(N, generator=g, dtype=torch.float64) + 0.5 if reduction == "none" else torch.tensor(1.7, dtype=torch.float64)
+            kw = dict(weight=w, reduction=reduction, label_smoothing=ls, z_loss=z, softcap=cap)
+            tag = f"world={world} rank={rank} {reduction} w={weighted} ls={ls} z={z} cap={cap} {targets} uneven={uneven}"
+            start, width, vstart = _bounds(V, world, rank, uneven)
+
+            # logits split over the vocabulary
+            ref_x = full.clone().requires_grad_(True)
+            ref = ce.cross_entropy(ref_x, t, **kw)
+            ref.backward(go)
+            shard = full[:, start:start + width].clone().requires_grad_(True)
+            ours = vocab_parallel_cross_entropy(shard, t, vocab_start=vstart, **kw)
+            ours.backward(go)
+            _close(ours.detach(), ref.detach(), "value " + tag)
+            _close(shard.grad, ref_x.grad[:, start:start + width], "grad " + tag)
+
+            # classifier rows split over the vocabulary
+            if cap is not None or z:  # the linear grid: a lighter sample
+                continue
+            x = torch.randn(N, H, generator=g, dtype=torch.float64)
+            Wf = torch.randn(V, H, generator=g, dtype=torch.float64) / H**0.5
+            bf = torch.randn(V, generator=g, dtype=torch.float64)
+            rx, rW, rb = (a.clone().requires_grad_(True) for a in (x, Wf, bf))
+            ref = ce.cross_entropy(rx @ rW.T + rb, t, **kw)
+            ref.backward(go)
+            ox = x.clone().requires_grad_(True)
+            oW = Wf[start:start + width].clone().requires_grad_(True)
+            ob = bf[start:start + width].clone().requires_grad_(True)
+            ours = vocab_parallel_linear_cross_entropy(ox, oW, t, linear_bias_shard=ob, vocab_start=vstart,
+                                                       chunk_size=4, **kw)
+            ours.backward(go)
+            _close(ours.detach(), ref.detach(), "linear value " + tag)
+            _close(ox.grad, rx.grad, "linear grad input " + tag)
+            _close(oW.grad, rW.grad[start:start + width], "linear grad weight " + tag)
+            _close(ob.grad, rb.grad[start:start + width], "linear grad bias " + tag)
+
+
+def run(rank, world, init_file, result_dir):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        check(rank, world)
+        msg = "ok"
+    except Exception:  # reported to the parent through the result file
+        msg = traceback.format_exc()
+    finally:
+        dist.destroy_process_group()
+    with open(f"{result_dir}/rank{rank}.txt", "w") as f:
+        f.write(msg)
