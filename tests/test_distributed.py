@@ -12,3 +12,21 @@ def test_vocab_parallel_matches_single_process(world, tmp_path):
     mp.spawn(_dist_worker.run, args=(world, str(tmp_path / "init"), str(tmp_path)), nprocs=world, join=True)
     for rank in range(world):
         assert (tmp_path / f"rank{rank}.txt").read_text() == "ok"
+
+
+def test_torchrun_example_prints_the_one_process_loss():
+    import pathlib
+    import re
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           str(root / "examples" / "vocab_parallel.py")]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=root)
+    assert out.returncode == 0, out.stderr[-2000:]
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("rank ")]
+    assert len(lines) == 2
+    for ln in lines:
+        numbers = re.findall(r"\d+\.\d{12}", ln)
+        assert len(numbers) == 3 and len(set(numbers)) == 1, ln
