@@ -62,7 +62,7 @@ def reliability_diagrams(results: dict, path, *, title="Reliability on the test 
     per confidence bin against the diagonal of perfect calibration; bottom
     row: how many test samples fall in each bin."""
     k = len(results)
-    fig = _figure(4.6 * k + 0.6, 5.6)
+    fig = _figure(4.6 * k + 0.6, 6.0)
     axes = fig.subplots(2, k, squeeze=False, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     for j, (label, (ece, bins)) in enumerate(results.items()):
         top, bottom = axes[0, j], axes[1, j]
@@ -73,27 +73,27 @@ def reliability_diagrams(results: dict, path, *, title="Reliability on the test 
         full = count > 0
         acc = np.where(full, bins["accuracy"], 0.0)
         conf = np.where(full, bins["confidence"], 0.0)
-        color = _COLORS[j % len(_COLORS)]
-        top.plot([0, 1], [0, 1], ls="--", color="0.4", lw=1, label="perfect calibration")
-        top.bar(centers[full], acc[full], width=width[full], color=color, alpha=0.75,
-                edgecolor="white", label="accuracy in bin")
-        # the gap between each bin's mean confidence and its accuracy
-        top.bar(conf[full], (conf - acc)[full], bottom=acc[full], width=width[full] * 0.35,
-                color="none", edgecolor="black", hatch="///", lw=0.6, label="gap to confidence")
+        color = "#4c72b0"
+        top.bar(centers[full], acc[full], width=width[full], color=color, alpha=0.85,
+                edgecolor="white", label="accuracy in the bin")
+        # the gap from each bin's accuracy to its mean confidence (Guo et al. 2017)
+        top.bar(centers[full], (conf - acc)[full], bottom=acc[full], width=width[full],
+                color="#f4a58255", edgecolor="#c0392b", hatch="//", lw=0.6,
+                label="gap to the bin's mean confidence")
+        top.plot([0, 1], [0, 1], ls="--", color="0.2", lw=1.2, label="perfect calibration")
         top.set_xlim(0, 1)
         top.set_ylim(0, 1)
-        top.set_aspect("auto")
         top.set_title(f"{label}\nECE = {ece:.4f}")
         top.set_ylabel("accuracy" if j == 0 else "")
         top.grid(True, alpha=0.3)
         if j == 0:
-            top.legend(loc="upper left", frameon=False, fontsize=8)
+            handles, labels = top.get_legend_handles_labels()
         bottom.bar(centers, count, width=width, color=color, alpha=0.75, edgecolor="white")
-        bottom.set_yscale("symlog", linthresh=1)
         bottom.set_xlabel("confidence (top predicted probability)")
         bottom.set_ylabel("samples" if j == 0 else "")
         bottom.grid(True, alpha=0.3)
     fig.suptitle(title, fontsize=13, fontweight="bold")
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, frameon=False)
     return _save(fig, path)
 
 
@@ -104,8 +104,8 @@ def confusion_matrices(matrices: dict, classes, path, *, title="Confusion matric
     n = len(classes)
     names = [str(c) for c in classes]
     longest = max(map(len, names))
-    side = max(3.8, min(0.42 * n + 1.8, 9.0))
-    fig = _figure(side * k + 0.8, side + 0.9 + 0.06 * min(longest, 20))
+    side = max(3.6, min(0.42 * n + 1.8, 9.0))
+    fig = _figure((side + 0.9) * k, side + 0.8 + 0.05 * min(longest, 20))
     axes = fig.subplots(1, k, squeeze=False)[0]
     for ax, (label, (cm, accuracy)) in zip(axes, matrices.items()):
         cm = np.asarray(cm)
@@ -118,12 +118,16 @@ def confusion_matrices(matrices: dict, classes, path, *, title="Confusion matric
                             color="white" if cm[i, j] > high else "black")
         ticks = np.arange(n)
         step = max(1, n // 25)
-        ax.set_xticks(ticks[::step], [names[t] for t in ticks[::step]],
-                      rotation=90 if longest > 3 else 0)
+        ax.set_xticks(ticks[::step], [names[t] for t in ticks[::step]])
+        if longest > 3:
+            ax.tick_params(axis="x", labelrotation=35)
+            for t in ax.get_xticklabels():
+                t.set_ha("right")
+                t.set_rotation_mode("anchor")
         ax.set_yticks(ticks[::step], [names[t] for t in ticks[::step]])
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
         ax.set_title(f"{label}\naccuracy {100 * accuracy:.1f}%")
-        fig.colorbar(im, ax=ax, shrink=0.8, label="test samples")
+        fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03, label="test samples")
     fig.suptitle(title, fontsize=13, fontweight="bold")
     return _save(fig, path)

@@ -42,6 +42,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
+from threadpoolctl import threadpool_limits
 
 from . import losses as _losses
 from .links import log_sigmoid, log_softmax, sigmoid, softmax
@@ -58,6 +59,7 @@ __all__ = [
 ]
 
 LOSSES = ("cross_entropy", "focal")
+_SMALL_PRODUCT = 10_000_000  # n * d * k below which fit runs BLAS on one thread
 
 
 class SoftmaxRegression(ClassifierMixin, BaseEstimator):
@@ -255,7 +257,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             if callback is not None:
                 callback(len(curve) - 1, curve[-1])
 
-        with np.errstate(over="ignore", under="ignore"):
+        # Threaded BLAS only pays for large products: on small ones its threads
+        # mostly wait for each other (10x slower on a busy 2-core machine).
+        small = n * d * k < _SMALL_PRODUCT
+        with np.errstate(over="ignore", under="ignore"), threadpool_limits(1 if small else None, "blas"):
             res = minimize(
                 objective,
                 theta0,
@@ -537,7 +542,7 @@ def load_model(path) -> SavedModel:
         with open(path, encoding="utf-8") as fh:
             sidecar = json.load(fh)
         path = os.path.join(os.path.dirname(path), sidecar.get("arrays", ""))
-    elif not path.endswith(".npz"):
+    elif not path.endswith(".npz") and not os.path.exists(path):
         path = path + ".npz"
     try:
         with np.load(path, allow_pickle=False) as z:

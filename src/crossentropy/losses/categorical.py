@@ -16,11 +16,14 @@ from . import _targets
 __all__ = ["cross_entropy", "nll_loss", "focal_loss"]
 
 
-def _finish(t: _targets.Targets, loss_rows, grad_rows, reduction, grad_output, input, need_grad):
+def _finish(t: _targets.Targets, loss_rows, grad_rows, reduction, grad_output, input, need_grad,
+            num_items_in_batch=None):
     """Reduce the per-row losses; scale the per-row unit gradients (class axis
     last, w.r.t. the compute-dtype input) and return them in the caller's layout."""
     xp = t.xp
-    den = t.denominator() if reduction == "mean" else None
+    den = None
+    if reduction == "mean":
+        den = t.denominator() if num_items_in_batch is None else num_items_in_batch
     value = xp.astype(_checks.reduce(xp, loss_rows, reduction, den), input.dtype)
     if not need_grad:
         return value, None
@@ -42,7 +45,7 @@ def _masked_product(xp, a, b):
 
 def _cross_entropy(
     input, target, weight, ignore_index, reduction, label_smoothing, axis, z_loss, softcap,
-    *, need_grad, grad_output,
+    num_items_in_batch, inplace_backward, *, need_grad, grad_output,
 ):
     t = _targets.read(input, target, weight, ignore_index, reduction, label_smoothing, axis)
     z = _checks.real("z_loss", z_loss, low=0.0)
@@ -70,7 +73,7 @@ def _cross_entropy(
         loss = loss + z * xp.where(t.valid, lse_rows * lse_rows, xp.zeros_like(lse_rows))
 
     if not need_grad:
-        return _finish(t, loss, None, reduction, grad_output, input, False)
+        return _finish(t, loss, None, reduction, grad_output, input, False, num_items_in_batch)
     # d/ds_j of -sum_c a_c log p_c = A p_j - a_j with A = sum_c a_c: the notes'
     # "Q - P" when a is a one-hot or probability target (A = 1).
     a = t.dense()
@@ -83,13 +86,13 @@ def _cross_entropy(
         grad = grad + _masked_product(xp, zl, p)
     if c is not None:
         grad = grad * (1 - (s / c) ** 2)
-    return _finish(t, loss, grad, reduction, grad_output, input, True)
+    return _finish(t, loss, grad, reduction, grad_output, input, True, num_items_in_batch)
 
 
 @analytic(_cross_entropy)
 def cross_entropy(
     input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0,
-    *, axis=None, z_loss=0.0, softcap=None,
+    *, axis=None, z_loss=0.0, softcap=None, num_items_in_batch=None, inplace_backward=False,
 ):
     r"""Cross-entropy between the softmax of ``input`` (logits) and ``target``.
 
@@ -131,6 +134,14 @@ def cross_entropy(
             per counted row, not scaled by class weights, and under ``mean``
             divided by the same denominator.
         softcap: :math:`c > 0` replaces the logits by :math:`c\tanh(x/c)` (Gemma 2).
+        num_items_in_batch: for ``"mean"``, divide by this count (a number or
+            a 0-d array: the global number of non-ignored targets under data
+            parallelism or gradient accumulation, as in transformers) instead
+            of this call's total target weight.
+        inplace_backward: torch tensors with class indices only: write the
+            gradient into ``input``'s buffer during the forward pass instead of
+            a new one (``input`` is overwritten; use it for nothing else). Off
+            by default: no input is ever mutated.
 
     Returns:
         A 0-d array, or the per-row losses (target's shape) for ``"none"``, in
