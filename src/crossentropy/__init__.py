@@ -9,7 +9,9 @@ from .links import log_sigmoid, log_softmax, logsumexp, sigmoid, softmax, softma
 from .losses import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
+    CrossEntropyStats,
     cross_entropy,
+    cross_entropy_with_stats,
     entropy,
     focal_loss,
     js_divergence,
@@ -29,6 +31,8 @@ __all__ = [
     "log_sigmoid",
     "softmax_jacobian",
     "cross_entropy",
+    "cross_entropy_with_stats",
+    "CrossEntropyStats",
     "nll_loss",
     "focal_loss",
     "binary_cross_entropy",

@@ -28,12 +28,16 @@ import functools
 import inspect
 import warnings
 
+from ._array import is_torch
+
 __all__ = ["analytic"]
 
 
-def analytic(impl):
+def analytic(impl, torch_path=None):
     """Decorator: the public function whose signature and docstring it wraps,
-    computed by ``impl`` (see the module docstring)."""
+    computed by ``impl`` (see the module docstring). ``torch_path(**arguments)``,
+    when given, is tried first for torch inputs: a fused kernel that returns
+    the value, or ``NotImplemented`` where it does not apply."""
 
     def decorate(public):
         sig = inspect.signature(public)
@@ -47,6 +51,10 @@ def analytic(impl):
         def function(*args, **kwargs):
             arguments = bind(args, kwargs)
             first, *others = arguments.values()
+            if torch_path is not None and is_torch(first) and not any(map(_requires_grad, others)):
+                value = torch_path(**arguments)
+                if value is not NotImplemented:
+                    return value
             if _requires_grad(first) and not any(map(_requires_grad, others)) and _grad_enabled():
                 return _torch_apply(impl, arguments)
             value, _ = impl(**arguments, need_grad=False, grad_output=None)

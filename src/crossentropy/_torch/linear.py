@@ -20,7 +20,7 @@ import torch
 
 from .. import _checks
 from ..linear import default_chunk_size
-from ._chunk_ref import chunk_loss_and_grad_
+from .fused import chunk_loss_and_grad_
 
 
 @dataclass

@@ -106,8 +106,11 @@ def read(
     *,
     allow_probs: bool = True,
     name: str = "input",
+    compute: bool = True,
 ) -> Targets:
-    """Validate the arguments of a categorical loss and return its :class:`Targets`."""
+    """Validate the arguments of a categorical loss and return its :class:`Targets`.
+    With ``compute=False`` the input keeps its dtype (the fused torch path
+    casts chunk by chunk instead of copying the whole input)."""
     xp = namespace(input=input, target=target)
     _checks.logits(xp, input, name)
     _checks.reduction(reduction)
@@ -120,7 +123,7 @@ def read(
     C = input.shape[cax]
     if C == 0:
         raise ValueError(f"{name} of shape {tuple(input.shape)} has no classes along axis {cax}")
-    x = xp.moveaxis(to_compute(xp, input, name), cax, -1)
+    x = xp.moveaxis(to_compute(xp, input, name) if compute else input, cax, -1)
 
     w = None
     if weight is not None:
@@ -130,7 +133,7 @@ def read(
                 f"weight must be a 1-D floating array of length C={C}, "
                 f"got shape {tuple(w.shape)} and dtype {w.dtype}"
             )
-        w = xp.astype(w, x.dtype)
+        w = xp.astype(w, _array.compute_dtype(xp, input.dtype, name))
 
     rows = tuple(x.shape[:-1])
     if tuple(target.shape) == tuple(input.shape):
@@ -149,7 +152,7 @@ def read(
                 f"ignore_index={ignore_index} cannot be used with probability targets "
                 "(a negative ignore_index is ignored, as in PyTorch)"
             )
-        probs = xp.astype(xp.moveaxis(target, cax, -1), x.dtype)
+        probs = xp.astype(xp.moveaxis(target, cax, -1), _array.compute_dtype(xp, input.dtype, name))
         valid = xp.ones(rows, dtype=xp.bool, device=_array.device(x))
         return Targets(xp, x, cax, None, valid, probs, w, e)
 

@@ -8,12 +8,24 @@ derivations are in ``docs/derivations.md``.
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 from .. import _checks
+from .._array import is_torch
 from .._grad import analytic
 from ..links import _lse
 from . import _targets
 
-__all__ = ["cross_entropy", "nll_loss", "focal_loss"]
+__all__ = ["cross_entropy", "cross_entropy_with_stats", "CrossEntropyStats", "nll_loss", "focal_loss"]
+
+
+class CrossEntropyStats(NamedTuple):
+    """Per-row statistics of :func:`cross_entropy_with_stats`, in float32 (the
+    input's compute dtype for NumPy), as LLM trainers log them."""
+
+    lse: Any  # logsumexp of each row's (soft-capped) logits, shaped like the rows
+    z_loss: Any  # z * lse^2 on counted rows, 0 on ignored ones, shaped like the rows
+    accuracy: Any  # 0-d: fraction of counted rows whose argmax is the target (0 if none)
 
 
 def _finish(t: _targets.Targets, loss_rows, grad_rows, reduction, grad_output, input, need_grad,
@@ -89,7 +101,33 @@ def _cross_entropy(
     return _finish(t, loss, grad, reduction, grad_output, input, True, num_items_in_batch)
 
 
-@analytic(_cross_entropy)
+def _cross_entropy_torch(input, target, weight, ignore_index, reduction, label_smoothing, axis, z_loss, softcap,
+                        num_items_in_batch, inplace_backward, with_stats=False):
+    """Torch tensors with class indices: the fused single-pass kernel."""
+    if not is_torch(target) or tuple(target.shape) == tuple(input.shape) or target.is_floating_point():
+        return NotImplemented  # probability targets, or a bad target that the core reports
+    t = _targets.read(input, target, weight, ignore_index, reduction, label_smoothing, axis, compute=False)
+    z = _checks.real("z_loss", z_loss, low=0.0)
+    cap = _checks.real("softcap", softcap, low=0.0, low_open=True, allow_none=True)
+    from .._torch.fused import fused_cross_entropy
+
+    C = t.num_classes
+    x2 = t.x.reshape(-1, C)  # a view when the class axis is last and rows are contiguous
+    inplace = bool(inplace_backward) and x2.data_ptr() == input.data_ptr() and x2.is_contiguous()
+    out = fused_cross_entropy(
+        x2, target.reshape(-1).long(), weight=t.weight, ignore_index=int(ignore_index), reduction=reduction,
+        label_smoothing=t.smoothing, z_loss=z, softcap=cap, inplace_backward=inplace,
+        num_items_in_batch=num_items_in_batch, with_stats=with_stats,
+    )
+    loss, stats = out if with_stats else (out, None)
+    if reduction == "none":
+        loss = loss.reshape(t.rows)
+    if not with_stats:
+        return loss
+    return loss, CrossEntropyStats(stats.lse.reshape(t.rows), stats.z_loss.reshape(t.rows), stats.accuracy)
+
+
+@analytic(_cross_entropy, torch_path=_cross_entropy_torch)
 def cross_entropy(
     input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0,
     *, axis=None, z_loss=0.0, softcap=None, num_items_in_batch=None, inplace_backward=False,
@@ -165,6 +203,47 @@ def cross_entropy(
     References: PyTorch ``cross_entropy``; Szegedy et al. 2016 (label
     smoothing); Chowdhery et al. 2022, PaLM (z-loss); Gemma Team 2024 (softcap).
     """
+
+
+def cross_entropy_with_stats(
+    input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0,
+    *, axis=None, z_loss=0.0, softcap=None, num_items_in_batch=None, inplace_backward=False,
+):
+    r""":func:`cross_entropy` and per-row statistics from the same pass.
+
+    Returns ``(loss, stats)``: ``loss`` exactly as :func:`cross_entropy` gives
+    it (differentiable), and a :class:`CrossEntropyStats` with each row's
+    log-sum-exp, its z-loss term, and the token accuracy (argmax == target
+    over counted rows; for probability targets, argmax of the target). On
+    torch tensors with class indices all of it comes from the fused kernel's
+    single pass over the logits.
+
+    >>> import numpy as np
+    >>> loss, stats = cross_entropy_with_stats(np.array([[2.0, 0.5, -1.0], [0.0, 3.0, 0.5]]), np.array([0, 2]))
+    >>> stats.lse.round(4), float(stats.accuracy)
+    (array([2.2413, 3.1239]), 0.5)
+    """
+    args = (input, target, weight, ignore_index, reduction, label_smoothing, axis, z_loss, softcap,
+            num_items_in_batch, inplace_backward)
+    if is_torch(input) and not any(getattr(a, "requires_grad", False) for a in (target, weight)):
+        out = _cross_entropy_torch(*args, with_stats=True)
+        if out is not NotImplemented:
+            return out
+    loss = cross_entropy(input, target, weight, ignore_index, reduction, label_smoothing, axis=axis,
+                         z_loss=z_loss, softcap=softcap, num_items_in_batch=num_items_in_batch)
+    t = _targets.read(input, target, weight, ignore_index, reduction, label_smoothing, axis)
+    xp = t.xp
+    z = _checks.real("z_loss", z_loss, low=0.0)
+    s = t.x if softcap is None else softcap * xp.tanh(t.x / softcap)
+    s = s if not is_torch(s) else s.detach()
+    lse = _lse(xp, s, -1, keepdims=False)
+    zero = xp.zeros_like(lse)
+    z_rows = xp.where(t.valid, z * lse * lse, zero)
+    truth = t.index if t.probs is None else xp.argmax(t.probs, axis=-1)
+    hits = xp.astype((xp.argmax(s, axis=-1) == truth) & t.valid, lse.dtype)
+    counted = xp.sum(xp.astype(t.valid, lse.dtype))
+    accuracy = xp.where(counted == 0, xp.sum(zero), xp.sum(hits) / xp.where(counted == 0, 1.0, counted))
+    return loss, CrossEntropyStats(lse, z_rows, accuracy)
 
 
 # ----------------------------------------------------------------------------
