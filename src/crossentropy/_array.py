@@ -78,9 +78,12 @@ def is_numpy(a: Any) -> bool:
 
 
 def on_cpu(a: Any) -> bool:
-    """True when data-dependent checks cost no device synchronisation."""
+    """True when data-dependent checks cost no device synchronisation and
+    break no graph: a CPU array, outside ``torch.compile`` tracing."""
     if is_torch(a):
-        return a.device.type == "cpu"
+        import torch
+
+        return a.device.type == "cpu" and not torch.compiler.is_compiling()
     return True
 
 

@@ -156,11 +156,11 @@ def _forward(x, target, weight, ignore_index, reduction, e, z, cap, want_grad, i
         value = loss.sum() * _safe_inverse(den)
     out_stats = None
     if want_stats:
-        lse = torch.cat([s[0] for s in stats]).float() if stats else torch.zeros(0, device=x.device)
+        lse = torch.cat([s[0] for s in stats]) if stats else torch.zeros(0, dtype=cdt, device=x.device)
         hits = torch.cat([s[1] for s in stats]) if stats else torch.zeros(0, dtype=torch.bool, device=x.device)
         counted = (target != ignore_index)
-        zl = (z * lse * lse * counted).float()
-        acc = hits.sum().float() * _safe_inverse(counted.sum().float())
+        zl = z * lse * lse * counted
+        acc = hits.sum().to(cdt) * _safe_inverse(counted.sum().to(cdt))
         out_stats = CrossEntropyStats(lse, zl, acc)
     return value.to(x.dtype), (grad if want_grad else None), out_stats
 
@@ -174,9 +174,11 @@ class _FusedCrossEntropy(torch.autograd.Function):
                                       inplace and want_grad, num_items, want_stats)
         ctx.reduction = reduction
         if want_grad:
+            # With inplace_backward, x now holds the gradient. It is not marked
+            # dirty (it is no output), but the in-place writes bumped its
+            # version counter, so an op that saved x for its own backward
+            # raises there instead of silently reading the gradient.
             ctx.save_for_backward(grad)
-            if inplace:
-                ctx.mark_dirty(x)
         if not want_stats:
             return value
         ctx.mark_non_differentiable(*stats)

@@ -20,8 +20,8 @@ __all__ = ["cross_entropy", "cross_entropy_with_stats", "CrossEntropyStats", "nl
 
 
 class CrossEntropyStats(NamedTuple):
-    """Per-row statistics of :func:`cross_entropy_with_stats`, in float32 (the
-    input's compute dtype for NumPy), as LLM trainers log them."""
+    """Per-row statistics of :func:`cross_entropy_with_stats`, as LLM trainers
+    log them, in the input's compute dtype (float32 for half precision)."""
 
     lse: Any  # logsumexp of each row's (soft-capped) logits, shaped like the rows
     z_loss: Any  # z * lse^2 on counted rows, 0 on ignored ones, shaped like the rows

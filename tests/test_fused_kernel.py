@@ -1,0 +1,182 @@
+"""The fused torch path of cross_entropy (index targets) against the core
+reference: dtypes, odd shapes, gradcheck, in-place backward, stats, compile."""
+
+import numpy as np
+import pytest
+import torch
+
+import crossentropy as ce
+from crossentropy._torch import fused
+from conftest import assert_close
+
+OPTIONS = [dict(), dict(label_smoothing=0.1, z_loss=1e-3, softcap=8.0), dict(ignore_index=3, label_smoothing=0.2)]
+
+
+def _data(shape, C, seed=0, dtype=torch.float32, ignore_index=-100):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(*shape[:-1], C, generator=g, dtype=torch.float64) * 3).to(dtype)
+    t = torch.randint(0, C, shape[:-1], generator=g)
+    t[..., ::5] = ignore_index
+    return x, t
+
+
+def _core(x, t, **kw):
+    """The NumPy core on the same (rounded) inputs, in float64."""
+    kw = {k: (v.double().numpy() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+    return ce.cross_entropy.value_and_grad(x.double().numpy(), t.numpy(), **kw)
+
+
+# float32 sums V terms of relative error 2^-24 each (the exponentials and the
+# running sum), so both values and gradients agree to about 1e-6 relative;
+# 1e-5 is the issue's bound. Half precision is computed in float32 from the
+# same rounded inputs, then the loss and gradient are rounded once to the half
+# type: one rounding, 2^-8 (bfloat16) or 2^-11 (float16) relative to the
+# largest entry.
+TOL = {torch.float32: 1e-5, torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
+
+
+@pytest.mark.parametrize("dtype", list(TOL), ids=str)
+@pytest.mark.parametrize("kw", OPTIONS, ids=["plain", "smooth-z-cap", "ignore3"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_fused_matches_the_core_per_dtype(dtype, kw, reduction):
+    x, t = _data((64, 0), 1000, dtype=dtype, ignore_index=kw.get("ignore_index", -100))
+    a = x.clone().requires_grad_(True)
+    loss = ce.cross_entropy(a, t, reduction=reduction, **kw)
+    assert loss.dtype == dtype
+    g = torch.rand(loss.shape, generator=torch.Generator().manual_seed(1)) + 0.5
+    loss.backward(g.to(dtype))
+    v, grad = _core(x, t, reduction=reduction, grad_output=g.double().numpy(), **kw)
+    assert a.grad.dtype == dtype
+    assert_close(loss.detach().double(), v, rtol=TOL[dtype])
+    assert_close(a.grad.double(), grad, rtol=TOL[dtype])
+
+
+@pytest.mark.parametrize("C", [1000, 5003])
+def test_odd_shapes_3x423xV(C):
+    """Rows not a multiple of the chunk, V not a multiple of anything, the
+    class axis last of a 3-D input."""
+    x, t = _data((3, 423, 0), C)
+    w = torch.rand(C, generator=torch.Generator().manual_seed(5)) + 0.5
+    a = x.clone().requires_grad_(True)
+    loss = ce.cross_entropy(a, t, axis=-1, label_smoothing=0.1, weight=w)
+    loss.backward()
+    v, grad = _core(x, t, axis=-1, label_smoothing=0.1, weight=w)
+    assert_close(loss.detach().double(), v, rtol=1e-5)
+    assert_close(a.grad.double(), grad, rtol=1e-5)
+
+
+def test_class_axis_one_layout_goes_through_a_copy_and_back():
+    x, t = _data((2, 7, 0), 11)
+    x = x.movedim(-1, 1).contiguous()  # (N, C, d)
+    a = x.clone().requires_grad_(True)
+    ce.cross_entropy(a, t, reduction="sum").backward()
+    v, grad = _core(x, t, reduction="sum")
+    assert_close(a.grad.double(), grad, rtol=1e-5)
+
+
+def test_gradcheck_float64():
+    for kw in OPTIONS:
+        x, t = _data((6, 0), 5, dtype=torch.float64, ignore_index=kw.get("ignore_index", -100))
+        for reduction in ("mean", "none"):
+            f = lambda a: ce.cross_entropy(a, t, reduction=reduction, **kw)  # noqa: E731
+            assert torch.autograd.gradcheck(f, (x.clone().requires_grad_(True),))
+
+
+def test_inplace_backward_overwrites_only_when_asked():
+    x, t = _data((32, 0), 50)
+    a = x.clone().requires_grad_(True)
+    ce.cross_entropy(a, t).backward()
+    assert torch.equal(a.detach(), x), "the default must never mutate the input"
+
+    leaf = x.clone().requires_grad_(True)
+    b = leaf * 1  # a non-leaf whose buffer may be reused, as in a model's output
+    loss = ce.cross_entropy(b, t, inplace_backward=True)
+    assert_close(loss.detach(), ce.cross_entropy(x, t).detach(), rtol=1e-6)
+    loss.backward()
+    assert_close(leaf.grad, a.grad, rtol=1e-6)
+    assert not torch.equal(b.detach(), x), "the logits buffer now holds the gradient"
+    assert_close(b.detach(), a.grad, rtol=1e-6)
+
+    # An op that saved the logits for its own backward is told, not fooled.
+    y = torch.tanh(x.clone().requires_grad_(True))
+    loss = ce.cross_entropy(y, t, inplace_backward=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
+
+
+def test_no_grad_needed_computes_no_gradient():
+    x, t = _data((16, 0), 30)
+    with torch.no_grad():
+        v = ce.cross_entropy(x.clone().requires_grad_(True), t)
+    assert v.grad_fn is None
+    assert_close(v, _core(x, t)[0], rtol=1e-6)
+
+
+@pytest.mark.parametrize("probs", [False, True])
+def test_stats_match_a_reference_from_full_logits(probs):
+    x, t = _data((40, 0), 17, dtype=torch.float64)
+    t[3] = 2
+    x[3, 2] = 50.0  # a sure hit
+    target = torch.softmax(torch.randn(40, 17, dtype=torch.float64), -1) if probs else t
+    kw = dict(z_loss=1e-2, softcap=20.0, label_smoothing=0.1)
+    loss, stats = ce.cross_entropy_with_stats(x.clone().requires_grad_(True), target, **kw)
+    assert_close(loss.detach(), ce.cross_entropy(x, target, **kw))
+    s = 20.0 * torch.tanh(x / 20.0)
+    lse = torch.logsumexp(s, -1)
+    counted = torch.ones(40, dtype=torch.bool) if probs else t != -100
+    truth = target.argmax(-1) if probs else t
+    assert_close(stats.lse, lse)
+    assert_close(stats.z_loss, 1e-2 * lse**2 * counted)
+    acc = ((s.argmax(-1) == truth) & counted).sum().double() / counted.sum()
+    assert_close(stats.accuracy, acc)
+    np_loss, np_stats = ce.cross_entropy_with_stats(x.numpy(), target.numpy(), **kw)
+    assert_close(np_stats.lse, lse)
+    assert_close(np_stats.accuracy, acc)
+
+
+def test_stats_when_everything_is_ignored():
+    x, _ = _data((5, 0), 4)
+    loss, stats = ce.cross_entropy_with_stats(x.requires_grad_(True), torch.full((5,), -100))
+    assert loss.item() == 0 and stats.accuracy.item() == 0 and torch.all(stats.z_loss == 0)
+
+
+def test_chunk_boundaries_do_not_matter(monkeypatch):
+    x, t = _data((37, 0), 23, dtype=torch.float64)
+    want = ce.cross_entropy.value_and_grad(x, t, label_smoothing=0.1)
+    for rows in (1, 4, 37, 100):
+        monkeypatch.setattr(fused, "_rows_per_chunk", lambda C, rows=rows: rows)
+        a = x.clone().requires_grad_(True)
+        v = ce.cross_entropy(a, t, label_smoothing=0.1)
+        v.backward()
+        assert_close(v.detach(), want[0])
+        assert_close(a.grad, want[1])
+
+
+def test_num_items_in_batch():
+    x, t = _data((12, 0), 9, dtype=torch.float64)
+    total = ce.cross_entropy(x, t, reduction="sum")
+    assert_close(ce.cross_entropy(x, t, num_items_in_batch=40), total / 40)
+    assert_close(ce.cross_entropy(x.numpy(), t.numpy(), num_items_in_batch=40), total / 40)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+def test_torch_compile_fullgraph_agrees():
+    x, t = _data((8, 0), 50)
+
+    def f(a):
+        return ce.cross_entropy(a, t, label_smoothing=0.1, z_loss=1e-4)
+
+    compiled = torch.compile(f, fullgraph=True)
+    a = x.clone().requires_grad_(True)
+    b = x.clone().requires_grad_(True)
+    la, lb = compiled(a), f(b)
+    la.backward()
+    lb.backward()
+    assert_close(la.detach(), lb.detach(), rtol=1e-6)
+    assert_close(a.grad, b.grad, rtol=1e-6)
+
+
+def test_out_of_range_index_still_raises_on_cpu():
+    x, _ = _data((4, 0), 6)
+    with pytest.raises(IndexError, match="class index 6"):
+        ce.cross_entropy(x.requires_grad_(True), torch.tensor([0, 6, 1, 2]))
