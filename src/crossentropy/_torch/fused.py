@@ -206,3 +206,37 @@ def fused_cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduc
     value, _, stats = _forward(logits, target, weight, ignore_index, reduction, label_smoothing, z_loss, softcap,
                                False, False, num_items_in_batch, with_stats)
     return (value, stats) if with_stats else value
+
+
+# ----------------------------------------------------------------------------
+# One pass through the core, for the losses without a hand-written kernel
+# (the categorical focal loss): the forward asks the core for the value and
+# the unit gradient together, from the same intermediates; the backward
+# multiplies the kept gradient by grad_output.
+# ----------------------------------------------------------------------------
+
+
+class _OnePass(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, impl, rest, row_axis):
+        value, grad = impl(x, **rest, need_grad=ctx.needs_input_grad[0], grad_output=None)
+        ctx.row_axis = row_axis if value.dim() else None
+        if grad is not None:
+            ctx.save_for_backward(grad)
+        return value
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        g = grad_output if ctx.row_axis is None else grad_output.unsqueeze(ctx.row_axis)
+        return grad * g.to(grad.dtype), None, None, None  # x, impl, rest, row_axis
+
+
+def one_pass(impl, x, rest, row_axis):
+    """``impl``'s value, differentiable through the gradient it computes in
+    the same call; ``row_axis`` is where a per-row grad_output is broadcast."""
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _OnePass.apply(x, impl, rest, row_axis)
+    value, _ = impl(x, **rest, need_grad=False, grad_output=None)
+    return value

@@ -38,7 +38,7 @@ def _read(input, target, reduction, name="input", target_name="target"):
     if not xp.isdtype(target.dtype, ("real floating", "integral", "bool")):
         raise TypeError(f"{target_name} must be a real array, got dtype {target.dtype}")
     x = to_compute(xp, input, name)
-    return xp, x, xp.astype(target, x.dtype)
+    return xp, x, xp.astype(target, x.dtype, copy=False)
 
 
 def _optional(xp, value, input, x, name):
@@ -130,7 +130,17 @@ def _binary_cross_entropy_with_logits(
     return _finish(xp, loss, grad, reduction, grad_output, input, need_grad)
 
 
-@analytic(_binary_cross_entropy_with_logits)
+def _binary_cross_entropy_with_logits_torch(input, target, weight, reduction, pos_weight):
+    """Torch tensors: the fused elementwise kernel (loss and gradient in one forward)."""
+    xp, x, t = _read(input, target, reduction)
+    w = _optional(xp, weight, input, x, "weight")
+    pw = _optional(xp, pos_weight, input, x, "pos_weight")
+    from .._torch.elementwise import fused_binary_cross_entropy_with_logits
+
+    return fused_binary_cross_entropy_with_logits(input, t, w, reduction, pw)
+
+
+@analytic(_binary_cross_entropy_with_logits, torch_path=_binary_cross_entropy_with_logits_torch)
 def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean", pos_weight=None):
     r"""Binary cross-entropy on logits: the negative log-likelihood of a logistic model.
 
@@ -183,7 +193,17 @@ def _sigmoid_focal_loss(inputs, targets, alpha, gamma, reduction, *, need_grad, 
     return _finish(xp, loss, grad, reduction, grad_output, inputs, need_grad)
 
 
-@analytic(_sigmoid_focal_loss)
+def _sigmoid_focal_loss_torch(inputs, targets, alpha, gamma, reduction):
+    """Torch tensors: the fused elementwise kernel."""
+    _, _, t = _read(inputs, targets, reduction, "inputs", "targets")
+    alpha = _checks.real("alpha", alpha, high=1.0)
+    gamma = _checks.real("gamma", gamma, low=0.0)
+    from .._torch.elementwise import fused_sigmoid_focal_loss
+
+    return fused_sigmoid_focal_loss(inputs, t, alpha, gamma, reduction)
+
+
+@analytic(_sigmoid_focal_loss, torch_path=_sigmoid_focal_loss_torch)
 def sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction="none"):
     r"""Sigmoid focal loss (Lin et al. 2017) with torchvision's semantics.
 

@@ -314,7 +314,16 @@ def _focal_loss(
     return _finish(t, loss, grad, reduction, grad_output, input, True)
 
 
-@analytic(_focal_loss)
+def _focal_loss_torch(input, target, gamma, weight, ignore_index, reduction, label_smoothing):
+    """Torch tensors: value and gradient from one pass of the core (kept for backward)."""
+    from .._torch.fused import one_pass
+
+    rest = dict(target=target, gamma=gamma, weight=weight, ignore_index=ignore_index, reduction=reduction,
+                label_smoothing=label_smoothing)
+    return one_pass(_focal_loss, input, rest, 1 if input.ndim >= 2 else 0)
+
+
+@analytic(_focal_loss, torch_path=_focal_loss_torch)
 def focal_loss(
     input, target, gamma=2.0, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0
 ):

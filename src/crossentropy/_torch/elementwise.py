@@ -1,0 +1,134 @@
+r"""Fused elementwise binary losses for torch tensors: binary cross-entropy on
+logits and the sigmoid focal loss.
+
+Each forward computes the loss and its gradient from the same intermediates
+(one ``exp(-|x|)``, one ``log1p``, one ``sigmoid``), keeps the gradient, and
+the backward only multiplies it by ``grad_output``. The formulas are those of
+:mod:`crossentropy.losses.binary`; here they are written with in-place torch
+operations so that each costs one trip over memory:
+
+* :math:`\log\sigma(-x) = -\big(\log(1 + e^{-|x|}) + \max(x, 0)\big)`, and
+  :math:`\log\sigma(x) = \log\sigma(-x) + x`;
+* :math:`1 - p_t = \sigma(x)(1-t) + \sigma(-x)\,t` in probability space, a
+  sum of non-negative terms (no cancellation); where it underflows to 0 (hard
+  targets, :math:`|x|` beyond about 88 in float32) its log falls back to
+  :math:`\log\sigma(\mp x)`, which is exact there.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["fused_binary_cross_entropy_with_logits", "fused_sigmoid_focal_loss"]
+
+
+def _scale(reduction, n, dtype, device):
+    """d value / d loss_i for a unit grad_output (0 for the mean of nothing)."""
+    value = (1.0 / n if n else 0.0) if reduction == "mean" else 1.0
+    return torch.full((), value, dtype=dtype, device=device)
+
+
+def _reduce(loss, reduction):
+    if reduction == "none":
+        return loss
+    total = loss.sum()
+    return total / loss.numel() if reduction == "mean" and loss.numel() else total
+
+
+def _bce_logits(x, t, w, pw, reduction, want_grad):
+    # softplus(-x) = -log sigma(x) = log1p(exp(-|x|)) - min(x, 0)
+    sp_neg = x.abs().neg_().exp_().log1p_().sub_(x.clamp(max=0))
+    lw = None if pw is None else ((pw - 1) * t).add_(1)  # 1 + (pw - 1) t
+    # PyTorch's loss: (1 - t) x + lw softplus(-x)
+    if w is None and reduction != "none":
+        # Only the sum is needed: sum(lw softplus(-x)) + sum(x) - x . t, with
+        # dot products instead of elementwise temporaries.
+        flat = sp_neg.reshape(-1)
+        total = (flat.sum() if lw is None else torch.dot(flat, lw.reshape(-1))) + x.sum() - torch.dot(
+            x.reshape(-1), t.reshape(-1)
+        )
+        value = total / x.numel() if reduction == "mean" and x.numel() else total
+    else:
+        loss = sp_neg if lw is None else sp_neg.mul_(lw)
+        loss = loss.add_(x).addcmul_(x, t, value=-1)
+        value = _reduce(loss if w is None else loss * w, reduction)
+    grad = None
+    if want_grad:
+        # d/dx = lw sigma(x) - pw t  (= sigma(x) - t without pos_weight)
+        grad = torch.sigmoid(x)
+        if lw is None:
+            grad.sub_(t)
+        else:
+            grad.mul_(lw).sub_(pw * t)
+        if w is not None:
+            grad = grad * w
+        grad.mul_(_scale(reduction, x.numel(), x.dtype, x.device))
+    return value, grad
+
+
+def _sigmoid_focal(x, t, alpha, gamma, reduction, want_grad):
+    e = x.abs().neg_().exp_()  # exp(-|x|)
+    ls_neg = torch.log1p(e).add_(x.clamp(min=0)).neg_()  # log sigma(-x) = -(log1p(e^-|x|) + max(x, 0))
+    ls_pos = ls_neg + x  # log sigma(x) = log p
+    p = torch.sigmoid(x)
+    q = torch.sigmoid(-x)  # 1 - p, accurate where p is near 1
+    ce = -(t * ls_pos).addcmul_(1 - t, ls_neg)  # BCE = -(t log p + (1 - t) log(1 - p))
+    omp = (p * (1 - t)).addcmul_(q, t)  # 1 - p_t
+    u = torch.where(omp > 0, omp.log(), torch.where(t >= 0.5, ls_neg, ls_pos))  # log(1 - p_t)
+    m = torch.exp(gamma * u) if gamma > 0 else torch.ones_like(u)  # (1 - p_t)^gamma
+    a_t = None if alpha < 0 else (alpha * t).add_((1 - alpha) * (1 - t))
+    loss = ce * m
+    if a_t is not None:
+        loss.mul_(a_t)
+    grad = None
+    if want_grad:
+        # (sigma(x) - t) m + ce gamma (1 - 2t) exp((gamma - 1) u + log p + log(1 - p))
+        dm = ((gamma - 1) * u).add_(ls_pos).add_(ls_neg).exp_().mul_(gamma * (1 - 2 * t))
+        dm = torch.where(u == -torch.inf, torch.zeros_like(dm), dm)
+        grad = (p - t).mul_(m).add_(torch.where(dm == 0, dm, dm * ce))
+        if a_t is not None:
+            grad.mul_(a_t)
+        grad.mul_(_scale(reduction, loss.numel(), x.dtype, x.device))
+    return _reduce(loss, reduction), grad
+
+
+class _FusedElementwise(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, kernel, args, reduction):
+        cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+        xc = x.to(cdt)
+        value, grad = kernel(xc, *args, reduction, ctx.needs_input_grad[0])
+        ctx.reduction = reduction
+        if grad is not None:
+            ctx.save_for_backward(grad.to(x.dtype) if x.dtype != cdt else grad)
+        return value.to(x.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        (grad,) = ctx.saved_tensors
+        return grad * grad_output.to(grad.dtype), None, None, None  # x, kernel, args, reduction
+
+
+def _compute(x, tensors):
+    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    return [None if a is None else a.to(cdt) for a in tensors]
+
+
+def _run(x, kernel, args, reduction):
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _FusedElementwise.apply(x, kernel, args, reduction)
+    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    value, _ = kernel(x.to(cdt), *args, reduction, False)
+    return value.to(x.dtype)
+
+
+def fused_binary_cross_entropy_with_logits(x, t, weight, reduction, pos_weight):
+    """Validated arguments; ``weight`` and ``pos_weight`` broadcast to ``x``."""
+    t, w, pw = _compute(x, (t, weight, pos_weight))
+    return _run(x, _bce_logits, (t, w, pw), reduction)
+
+
+def fused_sigmoid_focal_loss(x, t, alpha, gamma, reduction):
+    (t,) = _compute(x, (t,))
+    return _run(x, _sigmoid_focal, (t, alpha, gamma), reduction)
