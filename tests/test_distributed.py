@@ -25,8 +25,7 @@ def test_torchrun_example_prints_the_one_process_loss():
            str(root / "examples" / "vocab_parallel.py")]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=root)
     assert out.returncode == 0, out.stderr[-2000:]
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("rank ")]
-    assert len(lines) == 2
-    for ln in lines:
-        numbers = re.findall(r"\d+\.\d{12}", ln)
-        assert len(numbers) == 3 and len(set(numbers)) == 1, ln
+    # The two ranks print concurrently; their lines may interleave.
+    reports = re.findall(r"rank (\d)/2: vocab-parallel loss (\S+), linear (\S+), one process (\S+)", out.stdout)
+    assert sorted(r[0] for r in reports) == ["0", "1"], out.stdout
+    assert len({n for r in reports for n in r[1:]}) == 1, out.stdout

@@ -291,11 +291,8 @@ class _VocabParallelLinearCE(torch.autograd.Function):
         for xc, tc, rows in _linear._chunks(plan):
             # Recompute this chunk's logits; the saved LSE makes the gradient local.
             s = _softcap(shard, (xc @ W.T if b is None else torch.addmm(b, xc, W.T)).to(plan.cdt))
-            G = shard.grad_(s, lse_all[rows], tc, ctx.V, scale_of(rows)).to(input.dtype)
-            torch.mm(G, W, out=gx_rows[rows])  # this shard's part of dL/dx
-            gW.add_((G.T @ xc).to(plan.accum_dtype))
-            if gb is not None:
-                gb.add_(G.sum(0).to(plan.accum_dtype))
+            G = shard.grad_(s, lse_all[rows], tc, ctx.V, scale_of(rows))
+            _linear.fold(G, xc, W, gx_rows[rows], gW, gb)  # this shard's part of dL/dx
         dist.all_reduce(gx, group=shard.group)  # every shard contributes to dL/dx
         return gx, gW.to(W.dtype), None if gb is None else gb.to(b.dtype), None, None
 

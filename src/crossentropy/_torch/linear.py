@@ -151,14 +151,20 @@ def _run(input, W, b, plan: Plan, row_scale, want):
         if not need_grad:
             continue
         # 3. fold the logit gradient G into the parameters' gradients
-        G = logits.to(input.dtype)
-        if gx_rows is not None:
-            torch.mm(G, W, out=gx_rows[rows])  # dL/dx = G W
-        if gW is not None:
-            gW.add_((G.T @ xc).to(plan.accum_dtype))  # dL/dW = G^T x
-        if gb is not None:
-            gb.add_(logits.sum(0).to(plan.accum_dtype))  # dL/db = sum_rows G
+        fold(logits, xc, W, gx_rows[rows] if gx_rows is not None else None, gW, gb)
     return loss, gx, gW, gb
+
+
+def fold(G, xc, W, gx_out, gW, gb):
+    """dL/dx = G W into ``gx_out``; dL/dW += G^T x and dL/db += sum_rows G in
+    their accumulators, in place (no V x H temporary). ``G`` is the chunk's
+    logit gradient in the compute dtype."""
+    if gx_out is not None:
+        torch.mm(G.to(W.dtype), W, out=gx_out)
+    if gW is not None:
+        gW.addmm_(G.T.to(gW.dtype), xc.to(gW.dtype))
+    if gb is not None:
+        gb.add_(G.sum(0).to(gb.dtype))
 
 
 def _grad_rows_view(gx, plan):
