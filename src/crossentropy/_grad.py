@@ -16,6 +16,10 @@ where ``grad_input`` is the analytic vector-Jacobian product of ``grad_output``
 * ``public.value_and_grad(*args, grad_output=None, **kwargs)``, the same
   formula with no autograd, for NumPy users and every other array library.
 
+A loss with a hand-written torch kernel (``crossentropy._torch``) passes it as
+``torch_path``; torch inputs go there first, and the kernel declines
+(``NotImplemented``) the cases it does not cover, such as probability targets.
+
 When an argument other than ``input`` requires grad (soft targets being
 trained, say) the implementation simply runs under torch's autograd, which
 differentiates the same expression; it is written with differentiable
