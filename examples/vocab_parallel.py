@@ -7,6 +7,8 @@ loss printed by every rank equals the one-process loss on the full problem,
 which rank 0 computes and prints beside it.
 """
 
+import sys
+
 import torch
 import torch.distributed as dist
 
@@ -33,8 +35,10 @@ def main():
     lin = vocab_parallel_linear_cross_entropy(x, W[rows], target, **opts)
 
     full = ce.cross_entropy(x @ W.T, target, **opts)
-    print(f"rank {rank}/{world}: vocab-parallel loss {loss.item():.12f}, linear {lin.item():.12f}, "
-          f"one process {full.item():.12f}", flush=True)
+    line = (f"rank {rank}/{world}: vocab-parallel loss {loss.item():.12f}, linear {lin.item():.12f}, "
+            f"one process {full.item():.12f}\n")
+    sys.stdout.write(line)  # one write per rank, so that the ranks' lines do not interleave
+    sys.stdout.flush()
     dist.destroy_process_group()
 
 

@@ -26,6 +26,8 @@ def test_torchrun_example_prints_the_one_process_loss():
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=root)
     assert out.returncode == 0, out.stderr[-2000:]
     # The two ranks print concurrently; their lines may interleave.
-    reports = re.findall(r"rank (\d)/2: vocab-parallel loss (\S+), linear (\S+), one process (\S+)", out.stdout)
+    number = r"(-?\d+\.\d{12})"
+    reports = re.findall(rf"rank (\d)/2: vocab-parallel loss {number}, linear {number}, one process {number}",
+                         out.stdout)
     assert sorted(r[0] for r in reports) == ["0", "1"], out.stdout
     assert len({n for r in reports for n in r[1:]}) == 1, out.stdout
