@@ -105,6 +105,8 @@ def binary_cross_entropy(input, target, weight=None, reduction="mean"):
     >>> import numpy as np
     >>> round(float(binary_cross_entropy(np.array([0.9, 0.2]), np.array([1.0, 0.0]))), 6)
     0.164252
+
+    Reference: PyTorch ``binary_cross_entropy`` (aten/src/ATen/native/Loss.cpp).
     """
 
 
@@ -157,6 +159,9 @@ def binary_cross_entropy_with_logits(input, target, weight=None, reduction="mean
     0.377779
     >>> binary_cross_entropy_with_logits.value_and_grad(x, t, reduction="sum")[1].round(4)
     array([-0.1192,  0.2689, -0.5   ])
+
+    Reference: Cox, "The Regression Analysis of Binary Sequences", 1958
+    (the logistic model whose likelihood this is).
     """
 
 

@@ -80,6 +80,8 @@ def entropy(p, axis=-1):
     >>> import numpy as np
     >>> round(float(entropy(np.array([0.5, 0.5]))), 6)  # log 2
     0.693147
+
+    Reference: Shannon, "A Mathematical Theory of Communication", 1948.
     """
 
 
@@ -103,6 +105,8 @@ def kl_divergence(p, q, axis=-1):
     >>> import numpy as np
     >>> round(float(kl_divergence(np.array([0.5, 0.5]), np.array([0.9, 0.1]))), 6)
     0.510826
+
+    Reference: Kullback and Leibler, "On Information and Sufficiency", 1951.
     """
 
 
@@ -131,6 +135,8 @@ def js_divergence(p, q, axis=-1):
     >>> import numpy as np
     >>> round(float(js_divergence(np.array([1.0, 0.0]), np.array([0.0, 1.0]))), 6)  # log 2
     0.693147
+
+    Reference: Lin, "Divergence Measures Based on the Shannon Entropy", 1991.
     """
 
 
