@@ -75,11 +75,31 @@ def test_class_axis_one_layout_goes_through_a_copy_and_back():
 
 
 def test_gradcheck_float64():
+    """gradcheck runs several backwards through one graph: the kept gradient
+    is then scaled out of place (see the next test). The per-row VJP of
+    "none" is checked through fixed random row weights."""
+    rows = torch.rand(6, dtype=torch.float64, generator=torch.Generator().manual_seed(2)) + 0.5
     for kw in OPTIONS:
         x, t = _data((6, 0), 5, dtype=torch.float64, ignore_index=kw.get("ignore_index", -100))
-        for reduction in ("mean", "none"):
-            f = lambda a: ce.cross_entropy(a, t, reduction=reduction, **kw)  # noqa: E731
-            assert torch.autograd.gradcheck(f, (x.clone().requires_grad_(True),))
+        f = lambda a: ce.cross_entropy(a, t, **kw)  # noqa: E731
+        assert torch.autograd.gradcheck(f, (x.clone().requires_grad_(True),))
+        g = lambda a: (ce.cross_entropy(a, t, reduction="none", **kw) * rows).sum()  # noqa: E731
+        assert torch.autograd.gradcheck(g, (x.clone().requires_grad_(True),))
+
+
+def test_retain_graph_backward_twice_gives_the_same_gradient():
+    """With retain_graph the kept gradient is scaled out of place; without, in
+    place (the last use), and a third backward is refused by autograd."""
+    x, t = _data((4, 0), 5)
+    for f, target in ((ce.cross_entropy, t), (ce.binary_cross_entropy_with_logits, torch.rand(4, 5))):
+        a = x.clone().requires_grad_(True)
+        loss = f(a, target)
+        loss.backward(retain_graph=True)
+        first = a.grad.clone()
+        loss.backward()
+        assert_close(a.grad, 2 * first, rtol=1e-6)
+        with pytest.raises(RuntimeError):
+            loss.backward()
 
 
 def test_inplace_backward_overwrites_only_when_asked():

@@ -45,8 +45,17 @@ def analytic(impl, torch_path=None):
 
     def decorate(public):
         sig = inspect.signature(public)
+        params = sig.parameters.values()
+        positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+        defaults = {p.name: p.default for p in params if p.default is not p.empty}
 
         def bind(args, kwargs):
+            # The common call, in a few dict operations; anything unusual goes
+            # through inspect for its error message.
+            if len(args) <= len(positional) and not kwargs.keys() - defaults.keys() - set(positional[len(args):]):
+                arguments = {**defaults, **dict(zip(positional, args)), **kwargs}
+                if len(arguments) == len(sig.parameters):
+                    return {name: arguments[name] for name in sig.parameters}
             bound = sig.bind(*args, **kwargs)
             bound.apply_defaults()
             return bound.arguments

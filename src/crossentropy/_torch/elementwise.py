@@ -10,14 +10,17 @@ operations so that each costs one trip over memory:
 * :math:`\log\sigma(-x) = -\big(\log(1 + e^{-|x|}) + \max(x, 0)\big)`, and
   :math:`\log\sigma(x) = \log\sigma(-x) + x`;
 * :math:`1 - p_t = \sigma(x)(1-t) + \sigma(-x)\,t` in probability space, a
-  sum of non-negative terms (no cancellation); where it underflows to 0 (hard
-  targets, :math:`|x|` beyond about 88 in float32) its log falls back to
-  :math:`\log\sigma(\mp x)`, which is exact there.
+  sum of non-negative terms (no cancellation), and the focal factor's
+  derivative as :math:`\gamma(1-2t)\,(1-p_t)^\gamma\,\sigma(x)\sigma(-x)/(1-p_t)`,
+  taken as 0 where :math:`1 - p_t` underflows (its limit, also for
+  :math:`\gamma < 1`).
 """
 
 from __future__ import annotations
 
 import torch
+
+from .fused import scale_kept_gradient
 
 __all__ = ["fused_binary_cross_entropy_with_logits", "fused_sigmoid_focal_loss"]
 
@@ -67,25 +70,26 @@ def _bce_logits(x, t, w, pw, reduction, want_grad):
 
 
 def _sigmoid_focal(x, t, alpha, gamma, reduction, want_grad):
-    e = x.abs().neg_().exp_()  # exp(-|x|)
-    ls_neg = torch.log1p(e).add_(x.clamp(min=0)).neg_()  # log sigma(-x) = -(log1p(e^-|x|) + max(x, 0))
-    ls_pos = ls_neg + x  # log sigma(x) = log p
+    # BCE = softplus(x) - t x, softplus(x) = log1p(exp(-|x|)) + max(x, 0)
+    ce = x.abs().neg_().exp_().log1p_().add_(x.clamp(min=0)).addcmul_(t, x, value=-1)
     p = torch.sigmoid(x)
-    q = torch.sigmoid(-x)  # 1 - p, accurate where p is near 1
-    ce = -(t * ls_pos).addcmul_(1 - t, ls_neg)  # BCE = -(t log p + (1 - t) log(1 - p))
-    omp = (p * (1 - t)).addcmul_(q, t)  # 1 - p_t
-    u = torch.where(omp > 0, omp.log(), torch.where(t >= 0.5, ls_neg, ls_pos))  # log(1 - p_t)
-    m = torch.exp(gamma * u) if gamma > 0 else torch.ones_like(u)  # (1 - p_t)^gamma
-    a_t = None if alpha < 0 else (alpha * t).add_((1 - alpha) * (1 - t))
+    q = torch.neg(x).sigmoid_()  # 1 - p, accurate where p is near 1
+    one_minus_t = 1 - t
+    omp = (p * one_minus_t).addcmul_(q, t)  # 1 - p_t = p (1 - t) + (1 - p) t, no cancellation
+    m = omp * omp if gamma == 2 else omp.pow(gamma)  # (1 - p_t)^gamma, 0^0 = 1
+    a_t = None if alpha < 0 else t.mul(2 * alpha - 1).add_(1 - alpha)  # alpha t + (1 - alpha)(1 - t)
     loss = ce * m
     if a_t is not None:
         loss.mul_(a_t)
     grad = None
     if want_grad:
-        # (sigma(x) - t) m + ce gamma (1 - 2t) exp((gamma - 1) u + log p + log(1 - p))
-        dm = ((gamma - 1) * u).add_(ls_pos).add_(ls_neg).exp_().mul_(gamma * (1 - 2 * t))
-        dm = torch.where(u == -torch.inf, torch.zeros_like(dm), dm)
-        grad = (p - t).mul_(m).add_(torch.where(dm == 0, dm, dm * ce))
+        # d/dx [ce m] = (p - t) m + ce dm/dx, and
+        # dm/dx = gamma (1 - p_t)^(gamma - 1) p (1 - p)(1 - 2t) = gamma (1 - 2t) m p q / (1 - p_t),
+        # whose limit where 1 - p_t underflows to 0 is 0 (also for gamma < 1).
+        dm = (p * q).div_(torch.where(omp > 0, omp, torch.ones_like(omp))).mul_(m).mul_(
+            one_minus_t.sub(t).mul_(gamma)
+        )
+        grad = (p - t).mul_(m).addcmul_(dm, ce)
         if a_t is not None:
             grad.mul_(a_t)
         grad.mul_(_scale(reduction, loss.numel(), x.dtype, x.device))
@@ -107,7 +111,7 @@ class _FusedElementwise(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
-        return grad * grad_output.to(grad.dtype), None, None, None  # x, kernel, args, reduction
+        return scale_kept_gradient(grad, grad_output.to(grad.dtype)), None, None, None  # x, kernel, args, reduction
 
 
 def _compute(x, tensors):

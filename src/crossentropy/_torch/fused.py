@@ -104,6 +104,18 @@ def chunk_loss_and_grad_(work, target, *, weight, ignore_index, label_smoothing,
     return loss
 
 
+def scale_kept_gradient(grad, g):
+    """``grad * g`` for a backward that multiplies the gradient kept from the
+    forward pass. In place when this backward is the graph's last use (no
+    ``retain_graph``), so that no second input-sized buffer ever exists; out
+    of place when the graph is kept for another backward (``retain_graph=True``,
+    ``gradcheck``) or while tracing under ``torch.compile``."""
+    keep = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    if keep is None or torch.compiler.is_compiling() or keep():
+        return grad * g
+    return grad.mul_(g)
+
+
 def _denominator(target, weight, ignore_index, dtype):
     counted = target != ignore_index
     if weight is None:
@@ -190,7 +202,7 @@ class _FusedCrossEntropy(torch.autograd.Function):
         (grad,) = ctx.saved_tensors
         g = grad_output.to(grad.dtype)
         # x, target, weight, options, want_stats
-        return grad * (g[:, None] if ctx.reduction == "none" else g), None, None, None, None
+        return scale_kept_gradient(grad, g[:, None] if ctx.reduction == "none" else g), None, None, None, None
 
 
 def fused_cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
@@ -230,7 +242,7 @@ class _OnePass(torch.autograd.Function):
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
         g = grad_output if ctx.row_axis is None else grad_output.unsqueeze(ctx.row_axis)
-        return grad * g.to(grad.dtype), None, None, None  # x, impl, rest, row_axis
+        return scale_kept_gradient(grad, g.to(grad.dtype)), None, None, None  # x, impl, rest, row_axis
 
 
 def one_pass(impl, x, rest, row_axis):
