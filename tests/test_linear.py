@@ -58,6 +58,16 @@ def test_default_chunk_and_no_bias_and_leading_dims():
         assert_close(a, r)
 
 
+def test_default_chunk_size_follows_the_memory_model():
+    from crossentropy.linear import default_chunk_size
+
+    assert default_chunk_size(8192, 4096, 128256) == 256  # the docstring's worked example: like the input
+    assert default_chunk_size(4096, 1024, 32000) == 524  # the 64 MiB floor: 2**24 // 32000
+    assert default_chunk_size(100, 1024, 32000) == 100  # never more than N
+    assert default_chunk_size(0, 8, 8) == 1
+    assert default_chunk_size(5, 4, 1 << 30) == 1
+
+
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 def test_one_row_and_all_ignored(reduction):
     x, W, b, t = _problem(N=1, ignore_frac=0.0)

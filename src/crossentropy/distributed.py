@@ -80,20 +80,27 @@ class _Shard:
         return int(widths.item())
 
     # -- the two collectives ------------------------------------------------
-    def stats(self, s, target):
-        """Global (LSE, target logit, weighted logit sum) of each row."""
-        local_max = s.amax(dim=1)
-        m = local_max.clone()
+    def stats(self, s, target, keep_exp=False):
+        """Global (LSE, target logit, weighted logit sum) of each row; with
+        ``keep_exp`` also this shard's ``exp(s - m)`` and the global sum of
+        exponentials, from which the gradient needs no second ``exp``."""
+        m = s.amax(dim=1)
         dist.all_reduce(m, op=dist.ReduceOp.MAX, group=self.group)  # collective 1: 4 B a row
         m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
         mine, idx = self.local_targets(target)
         rows = torch.empty(3, s.shape[0], dtype=s.dtype, device=s.device)
-        rows[0] = torch.exp(s - m[:, None]).sum(1)
+        ex = torch.sub(s, m[:, None]).exp_()
+        rows[0] = ex.sum(1)
         rows[1] = torch.where(mine, s.gather(1, idx[:, None])[:, 0], torch.zeros_like(m))
-        w = self.local_weight(s.dtype)
-        rows[2] = (s if w is None else s * w).sum(1)
+        if self.e > 0:  # only label smoothing needs sum_c w_c s_c
+            w = self.local_weight(s.dtype)
+            rows[2] = (s if w is None else s * w).sum(1)
+        else:
+            rows[2].zero_()
         dist.all_reduce(rows, group=self.group)  # collective 2: 12 B a row
         lse = m + torch.log(rows[0])
+        if keep_exp:
+            return lse, rows[1], rows[2], ex, rows[0]
         return lse, rows[1], rows[2]
 
     # -- local pieces ---------------------------------------------------------
@@ -128,17 +135,21 @@ class _Shard:
             loss = loss + self.z * valid * lse**2
         return loss
 
-    def grad_(self, s, lse, target, V, scale):
-        """Overwrite ``s`` (this shard's logits, after the soft cap) with
-        dL/ds * scale, then apply the soft cap's chain rule factor."""
+    def grad_(self, s, lse, target, V, scale, ex=None, sumexp=None):
+        """dL/ds * scale for this shard's logits ``s`` (after the soft cap),
+        with the soft cap's chain-rule factor applied. Written over ``ex``
+        (``exp(s - m)`` from :meth:`stats`, ``sumexp`` their global row sums)
+        when given, else over ``s``."""
         valid, wy, W = self.row_weights(target, s.dtype)
         W = V if W is None else W
         capped = None if self.cap is None else 1 - (s / self.cap) ** 2
         # A p - a + 2 z LSE p on counted rows, with
         # A = (1 - e) w_y + (e / V) W and a_c = (1 - e) w_y [c = y] + (e / V) w_c.
         coef = ((1 - self.e) * wy + (self.e / V) * W * valid + 2 * self.z * valid * lse) * scale
-        p = s.sub_(lse[:, None]).exp_()
-        p.mul_(coef[:, None])
+        if ex is None:
+            p = s.sub_(lse[:, None]).exp_().mul_(coef[:, None])
+        else:  # p = exp(s - m) / sum_r sum_c exp(s_c - m)
+            p = ex.mul_((coef / sumexp)[:, None])
         if self.e > 0:
             w = self.local_weight(s.dtype)
             smooth = (self.e / V) * (valid * scale)[:, None]
@@ -195,7 +206,7 @@ class _VocabParallelCE(torch.autograd.Function):
         s = _softcap(shard, x)
         V = shard.vocab
         _check_range(t, V, shard.ignore_index)
-        lse, s_y, wsum = shard.stats(s, t)
+        lse, s_y, wsum, ex, sumexp = shard.stats(s, t, keep_exp=True)
         loss = shard.loss_rows(lse, s_y, wsum, t, V, cdt)
         den = shard.denominator(t, cdt, num_items_in_batch) if shard.reduction == "mean" else None
         ctx.shard, ctx.shape, ctx.dtype = shard, logits_shard.shape, logits_shard.dtype
@@ -203,9 +214,8 @@ class _VocabParallelCE(torch.autograd.Function):
             # The unit gradient (grad_output = 1 for every row's loss) from the
             # same pass; backward multiplies it by grad_output: no collectives.
             unit = torch.ones_like(lse) if shard.reduction == "none" else _scale(shard.reduction, den, cdt, x.device)
-            if shard.cap is None and logits_shard.dtype == cdt:
-                s = s.clone()  # s shares memory with the caller's logits; grad_ writes in place
-            ctx.grad = shard.grad_(s, lse, t, V, unit * torch.ones_like(lse))
+            # Written over ex, a buffer of our own: the caller's logits stay as they were.
+            ctx.grad = shard.grad_(s, lse, t, V, unit * torch.ones_like(lse), ex=ex, sumexp=sumexp)
         return _reduce(loss, shard.reduction, den, target.shape).to(logits_shard.dtype)
 
     @staticmethod

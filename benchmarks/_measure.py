@@ -1,0 +1,184 @@
+"""What every benchmark script here shares: timing, peak memory, tables, CSV, plots.
+
+Time: the methods run in one process, interleaved round by round, and each
+gets the median of its rounds, so that a noisy neighbour on this shared
+machine slows every method alike and the ratios stay meaningful.
+
+Peak memory: each method runs in a subprocess of its own (``--child``), so
+that no allocator cache or compiled graph of one method lingers in another's
+figure. The child builds its inputs, runs one warm-up step where it matters (for
+``torch.compile``, whose compilation is not the steady state of a training
+loop), then resets the kernel's high-water mark (``echo 5 >
+/proc/self/clear_refs``), reads the resident set ``VmRSS`` as the baseline,
+runs one step keeping what the step returns (the gradients) alive, and reads
+the high-water mark ``VmHWM``. The extra peak is ``VmHWM - baseline``: every
+byte the step touched beyond its inputs, the gradients it returns included.
+"""
+
+from __future__ import annotations
+
+import csv
+import gc
+import json
+import os
+import pathlib
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+MB = 1 << 20
+
+
+# ---------------------------------------------------------------------------
+# time
+# ---------------------------------------------------------------------------
+
+
+def interleaved(steps: dict, reps: int, warmup: int = 1) -> dict:
+    """Median seconds of each ``steps[name]``, the methods taking turns.
+
+    A step is a callable, or a pair ``(setup, run)`` whose ``setup()`` runs
+    untimed before each timed ``run()``.
+    """
+    pairs = {name: s if isinstance(s, tuple) else (None, s) for name, s in steps.items()}
+    for _ in range(warmup):
+        for setup, run in pairs.values():
+            setup and setup()
+            run()
+    times = {name: [] for name in steps}
+    for _ in range(reps):
+        for name, (setup, run) in pairs.items():
+            setup and setup()
+            gc.collect()
+            t0 = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+# ---------------------------------------------------------------------------
+# peak memory
+# ---------------------------------------------------------------------------
+
+
+def _status_bytes(key: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024  # the kernel reports kB
+    raise RuntimeError(f"/proc/self/status has no {key}")
+
+
+def extra_peak(step) -> tuple:
+    """Bytes by which one ``step()`` raises the resident set above where it
+    starts, and the seconds the step took (one reading)."""
+    gc.collect()
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")  # reset VmHWM to the current VmRSS
+    base = _status_bytes("VmRSS")
+    t0 = time.perf_counter()
+    kept = step()  # noqa: F841  (what the step returns stays alive until the reading)
+    seconds = time.perf_counter() - t0
+    peak = _status_bytes("VmHWM")
+    return peak - base, seconds
+
+
+def child_main(build) -> None:
+    """Entry of a ``--child SPEC`` subprocess: ``build(spec)`` returns the
+    step (any warm-up done, and what it returned freed); prints the extra peak
+    as one JSON line."""
+    spec = json.loads(sys.argv[sys.argv.index("--child") + 1])
+    extra, seconds = extra_peak(build(spec))
+    print(json.dumps({"extra_mb": extra / MB, "seconds": seconds}))
+
+
+def run_child(script: str, spec: dict, timeout: float = 1800) -> dict | None:
+    """Run ``script --child SPEC``; its ``{"extra_mb", "seconds"}``, or None if it failed."""
+    proc = subprocess.run([sys.executable, script, "--child", json.dumps(spec)],
+                          capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        print(f"  [{spec}] failed: {tail[0]}", file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ---------------------------------------------------------------------------
+# reporting
+# ---------------------------------------------------------------------------
+
+
+def machine() -> str:
+    """One line naming the CPU, its cores and the library versions."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import numpy
+    import torch
+    return (f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"torch {torch.__version__}, NumPy {numpy.__version__}, {torch.get_num_threads()} torch threads")
+
+
+def table(rows: list, columns: list) -> str:
+    """A fixed-width text table of ``rows`` (dicts) over ``columns`` ((key, header, format))."""
+    cells = [[h for _, h, _ in columns]]
+    for r in rows:
+        cells.append(["-" if r.get(k) is None else format(r[k], f) for k, _, f in columns])
+    widths = [max(len(c[i]) for c in cells) for i in range(len(columns))]
+    lines = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths)))
+             for line in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def write_csv(name: str, rows: list) -> pathlib.Path:
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / name
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        w.writerows(rows)
+    return path
+
+
+def plot_sweep(name: str, rows: list, title: str, panels: list, x: str = "V") -> pathlib.Path | None:
+    """A PNG with one panel per ``(key, y label)`` of ``panels``: that value
+    against ``x``, one line per method. None when matplotlib is missing."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no plot", file=sys.stderr)
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
+    axes = [axes] if len(panels) == 1 else list(axes)
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    for ax, (key, label) in zip(axes, panels):
+        for m in methods:
+            pts = sorted((r[x], r[key]) for r in rows if r["method"] == m and r.get(key) is not None)
+            if pts:
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel(f"{x} (vocabulary size, log scale)")
+        ax.set_ylabel(label)
+        ax.set_title(label)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / name
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,167 @@
+"""Cross-entropy on index targets, forward + backward: ours against PyTorch eager and torch.compile.
+
+    python benchmarks/bench_cross_entropy.py            # the issue's sizes and a V sweep (~10 min)
+    python benchmarks/bench_cross_entropy.py --quick    # one small size, nothing written
+
+Methods: ``crossentropy.cross_entropy`` (fused kernel), the same with
+``inplace_backward=True``, ``torch.nn.functional.cross_entropy`` eager, and
+``torch.compile`` of it (compiled once per shape before timing). Time: all in
+one process, interleaved, median of ``--reps`` rounds. Extra peak memory over
+the logits: each method in its own subprocess (see ``_measure.py``).
+
+Writes ``results/cross_entropy.csv`` and ``results/cross_entropy.png`` (time
+and extra peak memory against V at N = 2048, float32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+import torch.nn.functional as F
+
+import _measure as m
+import crossentropy as ce
+
+METHODS = ("ours", "ours inplace", "torch", "torch.compile")
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+MAIN = [(4096, 32000, "float32"), (4096, 32000, "bfloat16"), (2048, 128256, "float32")]
+SWEEP_N, SWEEP_V = 2048, (8192, 16384, 32000, 65536, 128256)
+
+
+def loss_fn(method):
+    if method == "ours":
+        return ce.cross_entropy
+    if method == "ours inplace":
+        return lambda a, t: ce.cross_entropy(a, t, inplace_backward=True)
+    if method == "torch":
+        return F.cross_entropy
+    if method == "torch.compile":
+        return torch.compile(F.cross_entropy, dynamic=False)
+    raise ValueError(f"method: unknown {method!r}")
+
+
+def inputs(n, v, dtype):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, v, generator=g).mul_(2).to(DTYPES[dtype])
+    t = torch.randint(0, v, (n,), generator=g)
+    return x, t
+
+
+def build_child(spec):
+    """For ``_measure.child_main``: one method on one size."""
+    torch.set_num_threads(spec["threads"])
+    x, t = inputs(spec["n"], spec["v"], spec["dtype"])
+    leaf = x.requires_grad_(True)
+    f = loss_fn(spec["method"])
+
+    def step():
+        leaf.grad = None
+        f(leaf, t).backward()
+        return leaf.grad
+
+    if spec["method"] == "torch.compile":  # compile outside the measured step
+        step()
+        leaf.grad = None
+    return step
+
+
+def time_methods(n, v, dtype, reps, methods):
+    x, t = inputs(n, v, dtype)
+    leaves = {mth: x.clone().requires_grad_(True) for mth in methods}
+    fns = {mth: loss_fn(mth) for mth in methods}
+
+    def stepper(mth):
+        leaf, f = leaves[mth], fns[mth]
+
+        def setup():
+            leaf.grad = None
+            if mth == "ours inplace":  # the last step overwrote the logits with their gradient
+                with torch.no_grad():
+                    leaf.copy_(x)
+
+        return setup, lambda: f(leaf, t).backward()
+
+    return m.interleaved({mth: stepper(mth) for mth in methods}, reps=reps, warmup=1)
+
+
+def measure(configs, reps, threads, methods, memory=True):
+    rows = []
+    for n, v, dtype in configs:
+        print(f"N={n} V={v} {dtype} ...", file=sys.stderr, flush=True)
+        secs = time_methods(n, v, dtype, reps, methods)
+        logits_mb = n * v * torch.finfo(DTYPES[dtype]).bits / 8 / m.MB
+        for mth in methods:
+            mem = None
+            if memory:
+                got = m.run_child(__file__, dict(method=mth, n=n, v=v, dtype=dtype, threads=threads))
+                mem = got and got["extra_mb"]
+            rows.append(dict(method=mth, N=n, V=v, dtype=dtype, ms=1e3 * secs[mth],
+                             extra_mb=mem, logits_mb=logits_mb))
+    for r in rows:  # ratios to torch eager on the same size
+        ref = next(q for q in rows if q["method"] == "torch" and (q["N"], q["V"], q["dtype"]) ==
+                   (r["N"], r["V"], r["dtype"]))
+        r["time_vs_torch"] = r["ms"] / ref["ms"]
+        r["mem_vs_torch"] = (r["extra_mb"] / ref["extra_mb"]
+                             if r["extra_mb"] is not None and ref["extra_mb"] else None)
+    return rows
+
+
+COLUMNS = [("method", "method", ""), ("N", "N", "d"), ("V", "V", "d"), ("dtype", "dtype", ""),
+           ("ms", "ms", ".0f"), ("time_vs_torch", "time / torch", ".2f"),
+           ("extra_mb", "extra peak MB", ".0f"), ("mem_vs_torch", "memory / torch", ".2f"),
+           ("logits_mb", "logits MB", ".0f")]
+
+
+def verdicts(rows):
+    """The issue's targets: ours <= 0.5x torch eager in time and in extra peak memory."""
+    out = []
+    for r in rows:
+        if r["method"] != "ours":
+            continue
+        for key, what in (("time_vs_torch", "time"), ("mem_vs_torch", "extra memory")):
+            if r.get(key) is not None:
+                ok = "met" if r[key] <= 0.5 else "NOT met"
+                out.append(f"N={r['N']} V={r['V']} {r['dtype']}: {what} {r[key]:.2f}x torch (target <= 0.5x): {ok}")
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="N=1024, V=32000, float32; writes nothing")
+    ap.add_argument("--reps", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    sys.stdout.reconfigure(line_buffering=True)
+    print(m.machine())
+    if args.quick:
+        rows = measure([(1024, 32000, "float32")], args.reps or 5, args.threads, METHODS)
+        print(m.table(rows, COLUMNS))
+        return
+    reps = args.reps or 9
+    rows = measure(MAIN, reps, args.threads, METHODS)
+    print(f"\nforward + backward, median of {reps} interleaved rounds\n")
+    print(m.table(rows, COLUMNS))
+    print("\n" + "\n".join(verdicts(rows)))
+    sweep = measure([(SWEEP_N, v, "float32") for v in SWEEP_V], max(3, reps // 2), args.threads, METHODS)
+    print(f"\nV sweep, N={SWEEP_N}, float32\n")
+    print(m.table(sweep, COLUMNS))
+    for r in rows:
+        r["set"] = "targets"
+    for r in sweep:
+        r["set"] = "sweep"
+    print("wrote", m.write_csv("cross_entropy.csv", rows + sweep))
+    png = m.plot_sweep("cross_entropy.png", sweep,
+                       f"cross-entropy forward + backward, N = {SWEEP_N}, float32, {args.threads} threads",
+                       [("ms", "time per step (ms)"), ("extra_mb", "extra peak memory over the logits (MB)")])
+    if png:
+        print("wrote", png)
+
+
+if __name__ == "__main__":
+    if "--child" in sys.argv:
+        m.child_main(build_child)
+    else:
+        main()
