@@ -17,6 +17,7 @@ byte the step touched beyond its inputs, the gradients it returns included.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import gc
 import json
@@ -30,6 +31,55 @@ import time
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 MB = 1 << 20
+
+
+# ---------------------------------------------------------------------------
+# the scripts' common frame
+# ---------------------------------------------------------------------------
+
+
+def parser(doc: str, quick: str) -> argparse.ArgumentParser:
+    """The options every script takes: ``--quick``, ``--reps``, ``--threads``."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help=quick)
+    ap.add_argument("--reps", type=int, default=None, help="timed rounds (default: the script's)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    return ap
+
+
+def start(args) -> None:
+    """Line-buffered output, the thread count, and the machine's line."""
+    import torch
+
+    sys.stdout.reconfigure(line_buffering=True)
+    torch.set_num_threads(args.threads)
+    print(machine())
+
+
+def entry(main, build) -> None:
+    """``script --child SPEC`` measures one method's memory; otherwise ``main()``."""
+    if "--child" in sys.argv:
+        child_main(build)
+    else:
+        main()
+
+
+def grad_step(f, leaves, *rest, compiled=False):
+    """A step running ``f(*leaves, *rest).backward()`` from cleared gradients
+    and returning the gradients. ``compiled``: run it once now, so that
+    ``torch.compile``'s compilation is not in the measured step."""
+
+    def step():
+        for leaf in leaves:
+            leaf.grad = None
+        f(*leaves, *rest).backward()
+        return [leaf.grad for leaf in leaves]
+
+    if compiled:
+        step()
+        for leaf in leaves:
+            leaf.grad = None
+    return step
 
 
 # ---------------------------------------------------------------------------
@@ -141,6 +191,7 @@ def table(rows: list, columns: list) -> str:
 
 
 def write_csv(name: str, rows: list) -> pathlib.Path:
+    """``results/NAME``, one row per dict, the columns in order of appearance."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / name
     keys = list(dict.fromkeys(k for r in rows for k in r))
@@ -148,10 +199,12 @@ def write_csv(name: str, rows: list) -> pathlib.Path:
         w = csv.DictWriter(fh, fieldnames=keys)
         w.writeheader()
         w.writerows(rows)
+    print("wrote", path)
     return path
 
 
-def plot_sweep(name: str, rows: list, title: str, panels: list, x: str = "V") -> pathlib.Path | None:
+def plot_sweep(name: str, rows: list, title: str, panels: list, x: str = "V",
+               xlabel: str = "V (vocabulary size, log scale)") -> pathlib.Path | None:
     """A PNG with one panel per ``(key, y label)`` of ``panels``: that value
     against ``x``, one line per method. None when matplotlib is missing."""
     try:
@@ -170,7 +223,7 @@ def plot_sweep(name: str, rows: list, title: str, panels: list, x: str = "V") ->
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m)
         ax.set_xscale("log", base=2)
-        ax.set_xlabel(f"{x} (vocabulary size, log scale)")
+        ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
         ax.set_title(label)
         ax.grid(True, alpha=0.3)
@@ -181,4 +234,5 @@ def plot_sweep(name: str, rows: list, title: str, panels: list, x: str = "V") ->
     path = RESULTS / name
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    print("wrote", path)
     return path

@@ -1,106 +1,145 @@
-"""Binary losses on logits, forward + backward: ours against PyTorch and torchvision.
+"""Binary losses on logits, forward + backward: ours against PyTorch eager, torchvision's formula and torch.compile.
 
-    python benchmarks/bench_binary.py            # N = 1,000,000 elements
-    python benchmarks/bench_binary.py --quick    # N = 200,000
+    python benchmarks/bench_binary.py            # N = 1,000,000 elements and an N sweep (~5 min)
+    python benchmarks/bench_binary.py --quick    # N = 200,000, time only, nothing written
 
-Compares, in one process and interleaved round by round (so that a noisy
-neighbour slows every method alike):
+Losses, float32, mean reduction:
 
-* ``binary_cross_entropy_with_logits``: ours vs ``torch.nn.functional``'s;
-* ``sigmoid_focal_loss``: ours vs torchvision's formula (written out here,
-  since torchvision is not installed beside the CPU build of torch).
+* ``binary_cross_entropy_with_logits`` (with and without ``pos_weight``):
+  ours against ``torch.nn.functional``'s;
+* ``sigmoid_focal_loss`` (alpha 0.25, gamma 2): ours against torchvision's
+  formula, written out here since torchvision is not installed beside the
+  CPU build of torch.
 
-Prints a table with the median time of each and the ratio ours / peer, and
-writes ``benchmarks/results/binary.csv``.
+Each also against ``torch.compile`` of the peer. Time: in one process,
+interleaved, median of ``--reps`` rounds. Extra peak memory over the inputs:
+each method in its own subprocess (see ``_measure.py``).
+
+Writes ``results/binary.csv`` and ``results/binary.png`` (time and memory
+against N).
 """
 
 from __future__ import annotations
 
-import argparse
-import csv
-import pathlib
-import statistics
-import time
+import sys
 
 import torch
 import torch.nn.functional as F
 
+import _measure as m
 import crossentropy as ce
 
-RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+LOSSES = ("bce_with_logits", "bce_with_logits pos_weight", "sigmoid_focal")
+METHODS = ("ours", "torch", "torch.compile")
+SWEEP_N = (100_000, 300_000, 1_000_000, 3_000_000, 10_000_000)
 
 
-def torchvision_sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0, reduction="mean"):
-    """torchvision.ops.sigmoid_focal_loss's formula."""
+def torchvision_sigmoid_focal_loss(inputs, targets, alpha=0.25, gamma=2.0):
+    """torchvision.ops.sigmoid_focal_loss's formula, mean reduction."""
     p = torch.sigmoid(inputs)
     ce_loss = F.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
     p_t = p * targets + (1 - p) * (1 - targets)
     loss = ce_loss * ((1 - p_t) ** gamma)
-    if alpha >= 0:
-        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
-    return loss.mean() if reduction == "mean" else loss.sum()
+    loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    return loss.mean()
 
 
-def cases(n, dtype):
+def loss_fn(loss, method):
+    pw = torch.full((1,), 2.0)
+    if loss == "bce_with_logits":
+        ours, peer = ce.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits
+    elif loss == "bce_with_logits pos_weight":
+        ours = lambda x, y: ce.binary_cross_entropy_with_logits(x, y, pos_weight=pw)  # noqa: E731
+        peer = lambda x, y: F.binary_cross_entropy_with_logits(x, y, pos_weight=pw)  # noqa: E731
+    elif loss == "sigmoid_focal":
+        ours = lambda x, y: ce.sigmoid_focal_loss(x, y, reduction="mean")  # noqa: E731
+        peer = torchvision_sigmoid_focal_loss
+    else:
+        raise ValueError(f"loss: unknown {loss!r}")
+    if method == "ours":
+        return ours
+    if method == "torch":
+        return peer
+    if method == "torch.compile":
+        return torch.compile(peer, dynamic=False)
+    raise ValueError(f"method: unknown {method!r}")
+
+
+def inputs(n):
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(n, generator=g).mul_(3).to(dtype)
-    hard = torch.randint(0, 2, (n,), generator=g).to(dtype)
-    pw = torch.full((1,), 2.0, dtype=dtype)
-    return {
-        "bce_with_logits": (x, hard, lambda a: ce.binary_cross_entropy_with_logits(a, hard),
-                            lambda a: F.binary_cross_entropy_with_logits(a, hard)),
-        "bce_with_logits pos_weight": (x, hard,
-                                       lambda a: ce.binary_cross_entropy_with_logits(a, hard, pos_weight=pw),
-                                       lambda a: F.binary_cross_entropy_with_logits(a, hard, pos_weight=pw)),
-        "sigmoid_focal gamma=2": (x, hard, lambda a: ce.sigmoid_focal_loss(a, hard, reduction="mean"),
-                                  lambda a: torchvision_sigmoid_focal_loss(a, hard)),
-    }
+    x = torch.randn(n, generator=g).mul_(3)
+    y = torch.randint(0, 2, (n,), generator=g).float()
+    return x, y
 
 
-def step(f, x):
-    a = x.detach().clone().requires_grad_(True)
-    f(a).backward()
+def build_child(spec):
+    torch.set_num_threads(spec["threads"])
+    x, y = inputs(spec["n"])
+    return m.grad_step(loss_fn(spec["loss"], spec["method"]), [x.requires_grad_(True)], y,
+                       compiled=spec["method"] == "torch.compile")
 
 
-def measure(n, dtype, reps):
+def measure(n, reps, threads, losses, memory=True):
+    x, y = inputs(n)
     rows = []
-    for name, (x, _, ours, peer) in cases(n, dtype).items():
-        for f in (ours, peer):  # warm-up
-            step(f, x)
-        times = {"ours": [], "peer": []}
-        for _ in range(reps):
-            for label, f in (("ours", ours), ("peer", peer)):
-                t0 = time.perf_counter()
-                step(f, x)
-                times[label].append(time.perf_counter() - t0)
-        o, p = statistics.median(times["ours"]), statistics.median(times["peer"])
-        rows.append(dict(loss=name, n=n, dtype=str(dtype).replace("torch.", ""), ours_ms=1e3 * o,
-                         peer_ms=1e3 * p, ratio=o / p))
+    for loss in losses:
+        print(f"{loss} N={n:,} ...", file=sys.stderr, flush=True)
+        leaves = {mth: x.clone().requires_grad_(True) for mth in METHODS}
+
+        def stepper(mth, f):
+            leaf = leaves[mth]
+
+            def setup():
+                leaf.grad = None
+
+            return setup, lambda: f(leaf, y).backward()
+
+        secs = m.interleaved({mth: stepper(mth, loss_fn(loss, mth)) for mth in METHODS}, reps=reps, warmup=2)
+        for mth in METHODS:
+            got = m.run_child(__file__, dict(loss=loss, method=mth, n=n, threads=threads)) if memory else None
+            rows.append(dict(loss=loss, method=mth, N=n, ms=1e3 * secs[mth], extra_mb=got and got["extra_mb"]))
+        ref = next(r for r in rows if r["loss"] == loss and r["method"] == "torch" and r["N"] == n)
+        for r in rows[-len(METHODS):]:
+            r["time_vs_torch"] = r["ms"] / ref["ms"]
+            r["mem_vs_torch"] = r["extra_mb"] / ref["extra_mb"] if memory and ref["extra_mb"] else None
     return rows
 
 
+COLUMNS = [("loss", "loss", ""), ("method", "method", ""), ("N", "N", ","), ("ms", "ms", ".2f"),
+           ("time_vs_torch", "time / torch", ".2f"), ("extra_mb", "extra peak MB", ".1f"),
+           ("mem_vs_torch", "memory / torch", ".2f")]
+
+
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="200,000 elements, few repetitions")
-    ap.add_argument("--n", type=int, default=None)
-    ap.add_argument("--reps", type=int, default=None)
-    args = ap.parse_args()
-    torch.set_num_threads(2)
-    n = args.n or (200_000 if args.quick else 1_000_000)
-    reps = args.reps or (10 if args.quick else 40)
-    rows = measure(n, torch.float32, reps)
-    print(f"binary losses, forward + backward, float32, N = {n:,}, median of {reps}, torch {torch.__version__}")
-    print(f"{'loss':30s} {'ours ms':>9s} {'peer ms':>9s} {'ours/peer':>10s}")
+    args = m.parser(__doc__, "200,000 elements, time only; writes nothing").parse_args()
+    m.start(args)
+    if args.quick:
+        print(m.table(measure(200_000, args.reps or 10, args.threads, LOSSES, memory=False), COLUMNS))
+        return
+    reps = args.reps or 30
+    rows = measure(1_000_000, reps, args.threads, LOSSES)
+    print(f"\nforward + backward, float32, mean, median of {reps} interleaved rounds\n")
+    print(m.table(rows, COLUMNS))
+    print()
     for r in rows:
-        print(f"{r['loss']:30s} {r['ours_ms']:9.2f} {r['peer_ms']:9.2f} {r['ratio']:10.2f}")
-    if not args.quick:
-        RESULTS.mkdir(exist_ok=True)
-        with open(RESULTS / "binary.csv", "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-        print(f"wrote {RESULTS / 'binary.csv'}")
+        if r["method"] == "ours":
+            ok = "met" if r["time_vs_torch"] <= 1.0 else "NOT met"
+            print(f"{r['loss']}: time {r['time_vs_torch']:.2f}x the peer (target <= 1.0x): {ok}")
+    sweep = []
+    for n in SWEEP_N:
+        sweep += measure(n, max(5, reps // 3), args.threads, ("bce_with_logits", "sigmoid_focal"))
+    print("\nN sweep\n")
+    print(m.table(sweep, COLUMNS))
+    for r in rows:
+        r["set"] = "targets"
+    for r in sweep:
+        r["set"] = "sweep"
+    m.write_csv("binary.csv", rows + sweep)
+    plotted = [dict(r, method=f"{r['loss']}: {r['method']}") for r in sweep]
+    m.plot_sweep("binary.png", plotted, f"binary losses forward + backward, float32, {args.threads} threads",
+                 [("ms", "time per step (ms)"), ("extra_mb", "extra peak memory over the inputs (MB)")],
+                 x="N", xlabel="N (elements, log scale)")
 
 
 if __name__ == "__main__":
-    main()
+    m.entry(main, build_child)

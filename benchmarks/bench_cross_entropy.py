@@ -15,7 +15,6 @@ and extra peak memory against V at N = 2048, float32).
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
@@ -53,18 +52,8 @@ def build_child(spec):
     """For ``_measure.child_main``: one method on one size."""
     torch.set_num_threads(spec["threads"])
     x, t = inputs(spec["n"], spec["v"], spec["dtype"])
-    leaf = x.requires_grad_(True)
-    f = loss_fn(spec["method"])
-
-    def step():
-        leaf.grad = None
-        f(leaf, t).backward()
-        return leaf.grad
-
-    if spec["method"] == "torch.compile":  # compile outside the measured step
-        step()
-        leaf.grad = None
-    return step
+    return m.grad_step(loss_fn(spec["method"]), [x.requires_grad_(True)], t,
+                       compiled=spec["method"] == "torch.compile")
 
 
 def time_methods(n, v, dtype, reps, methods):
@@ -128,14 +117,8 @@ def verdicts(rows):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="N=1024, V=32000, float32; writes nothing")
-    ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    sys.stdout.reconfigure(line_buffering=True)
-    print(m.machine())
+    args = m.parser(__doc__, "N=1024, V=32000, float32; writes nothing").parse_args()
+    m.start(args)
     if args.quick:
         rows = measure([(1024, 32000, "float32")], args.reps or 5, args.threads, METHODS)
         print(m.table(rows, COLUMNS))
@@ -152,16 +135,11 @@ def main():
         r["set"] = "targets"
     for r in sweep:
         r["set"] = "sweep"
-    print("wrote", m.write_csv("cross_entropy.csv", rows + sweep))
-    png = m.plot_sweep("cross_entropy.png", sweep,
+    m.write_csv("cross_entropy.csv", rows + sweep)
+    m.plot_sweep("cross_entropy.png", sweep,
                        f"cross-entropy forward + backward, N = {SWEEP_N}, float32, {args.threads} threads",
-                       [("ms", "time per step (ms)"), ("extra_mb", "extra peak memory over the logits (MB)")])
-    if png:
-        print("wrote", png)
+                 [("ms", "time per step (ms)"), ("extra_mb", "extra peak memory over the logits (MB)")])
 
 
 if __name__ == "__main__":
-    if "--child" in sys.argv:
-        m.child_main(build_child)
-    else:
-        main()
+    m.entry(main, build_child)

@@ -23,7 +23,6 @@ Writes ``results/distributed.csv``.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import sys
@@ -107,14 +106,8 @@ def run_world(world, spec):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=2)
-    args = ap.parse_args()
-    sys.stdout.reconfigure(line_buffering=True)
-    torch.set_num_threads(args.threads)
-    print(m.machine())
+    args = m.parser(__doc__, "a quarter of the rows; writes nothing").parse_args()
+    m.start(args)
     scale = 4 if args.quick else 1
     spec = dict(n=4096 // scale, v=32000, n_linear=2048 // scale, h=512, threads=args.threads,
                 reps=args.reps or (3 if args.quick else 7))
@@ -136,7 +129,7 @@ def main():
                          ("world", "ranks", "d"), ("ms", "ms", ".0f"), ("vs_world1", "time / 1 rank", ".2f"),
                          ("collectives_ms", "all_reduce ms", ".1f"), ("share", "all_reduce share", ".1%")]))
     if not args.quick:
-        print("wrote", m.write_csv("distributed.csv", rows))
+        m.write_csv("distributed.csv", rows)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,13 @@ memory over the inputs and their gradients (``VmHWM`` minus the resident set
 before the step minus the bytes of ``x.grad`` and ``W.grad``): each method in
 its own subprocess (see ``_measure.py``). The V sweep (8k to 256k at
 N=2048, H=512) measures only in subprocesses, so its times are single
-readings.
+readings. A chunk-size study times ours at 128 to 1024 rows a chunk.
 
 Writes ``results/linear_cross_entropy.csv`` and ``results/linear_cross_entropy.png``.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
@@ -29,6 +28,7 @@ import torch.nn.functional as F
 
 import _measure as m
 import crossentropy as ce
+from crossentropy.linear import default_chunk_size
 
 METHODS = ("ours", "naive", "torch chunked")
 SWEEP_N, SWEEP_H, SWEEP_V = 2048, 512, (8192, 16384, 32768, 65536, 131072, 262144)
@@ -55,16 +55,7 @@ def inputs(n, h, v):
 def build_child(spec):
     torch.set_num_threads(spec["threads"])
     x, w, t = inputs(spec["n"], spec["h"], spec["v"])
-    x.requires_grad_(True)
-    w.requires_grad_(True)
-    f = loss_fn(spec["method"])
-
-    def step():
-        x.grad = w.grad = None
-        f(x, w, t).backward()
-        return x.grad, w.grad
-
-    return step
+    return m.grad_step(loss_fn(spec["method"]), [x.requires_grad_(True), w.requires_grad_(True)], t)
 
 
 def child_extra(spec):
@@ -110,6 +101,24 @@ def with_ratios(rows):
     return rows
 
 
+def chunk_study(n, h, v, reps, sizes=(128, 256, 512, 1024)):
+    """Ours at several chunk sizes (rows a chunk), interleaved: the evidence for the default's floor."""
+    x, w, t = inputs(n, h, v)
+    x.requires_grad_(True)
+    w.requires_grad_(True)
+
+    def stepper(c):
+        def setup():
+            x.grad = w.grad = None
+
+        return setup, lambda: ce.linear_cross_entropy(x, w, t, chunk_size=c).backward()
+
+    print(f"chunk sizes at N={n} H={h} V={v} ...", file=sys.stderr, flush=True)
+    secs = m.interleaved({c: stepper(c) for c in sizes}, reps=reps, warmup=1)
+    return [dict(method="ours", chunk_size=c, N=n, H=h, V=v, ms=1e3 * secs[c], vs_128=secs[c] / secs[sizes[0]])
+            for c in sizes]
+
+
 def sweep(threads):
     rows = []
     for v in SWEEP_V:
@@ -137,15 +146,10 @@ def verdicts(rows):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="N=2048 H=256 V=16000; writes nothing")
-    ap.add_argument("--reps", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=2)
+    ap = m.parser(__doc__, "N=2048 H=256 V=16000; writes nothing")
     ap.add_argument("--no-sweep", action="store_true", help="skip the V sweep")
     args = ap.parse_args()
-    sys.stdout.reconfigure(line_buffering=True)
-    torch.set_num_threads(args.threads)
-    print(m.machine())
+    m.start(args)
     if args.quick:
         print(m.table(measure_main(2048, 256, 16000, args.reps or 3, args.threads), COLUMNS))
         return
@@ -154,8 +158,13 @@ def main():
     print(f"\nforward + backward, float32, median of {reps} interleaved rounds\n")
     print(m.table(rows, COLUMNS))
     print("\n" + "\n".join(verdicts(rows)))
+    chunks = chunk_study(4096, 1024, 32000, reps)
+    print(f"\nours by chunk size (default here: {default_chunk_size(4096, 1024, 32000)} rows)\n")
+    print(m.table(chunks, [("chunk_size", "rows a chunk", "d"), ("ms", "ms", ".0f"), ("vs_128", "time / 128 rows", ".2f")]))
     for r in rows:
         r["set"] = "targets"
+    for r in chunks:
+        r["set"] = "chunk sizes"
     swept = []
     if not args.no_sweep:
         swept = sweep(args.threads)
@@ -163,18 +172,12 @@ def main():
             r["set"] = "sweep"
         print(f"\nV sweep, N={SWEEP_N}, H={SWEEP_H}, float32, one step per subprocess\n")
         print(m.table(swept, [c for c in COLUMNS if "_vs_" not in c[0]]))
-    print("wrote", m.write_csv("linear_cross_entropy.csv", rows + swept))
+    m.write_csv("linear_cross_entropy.csv", rows + chunks + swept)
     if swept:
-        png = m.plot_sweep("linear_cross_entropy.png", swept,
-                           f"linear cross-entropy forward + backward, N = {SWEEP_N}, H = {SWEEP_H}, float32",
-                           [("extra_mb", "extra peak memory over inputs and grads (MB)"),
-                            ("ms", "time of one step (ms)")])
-        if png:
-            print("wrote", png)
+        m.plot_sweep("linear_cross_entropy.png", swept,
+                     f"linear cross-entropy forward + backward, N = {SWEEP_N}, H = {SWEEP_H}, float32",
+                     [("extra_mb", "extra peak memory over inputs and grads (MB)"), ("ms", "time of one step (ms)")])
 
 
 if __name__ == "__main__":
-    if "--child" in sys.argv:
-        m.child_main(build_child)
-    else:
-        main()
+    m.entry(main, build_child)

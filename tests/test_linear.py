@@ -62,7 +62,8 @@ def test_default_chunk_size_follows_the_memory_model():
     from crossentropy.linear import default_chunk_size
 
     assert default_chunk_size(8192, 4096, 128256) == 256  # the docstring's worked example: like the input
-    assert default_chunk_size(4096, 1024, 32000) == 524  # the 64 MiB floor: 2**24 // 32000
+    assert default_chunk_size(4096, 1024, 32000) == 512  # the floor of 512 rows
+    assert default_chunk_size(4096, 512, 262144) == 64  # the floor capped at 64 MiB: 2**24 // 262144
     assert default_chunk_size(100, 1024, 32000) == 100  # never more than N
     assert default_chunk_size(0, 8, 8) == 1
     assert default_chunk_size(5, 4, 1 << 30) == 1

@@ -279,6 +279,7 @@ class _VocabParallelLinearCE(torch.autograd.Function):
             lse, s_y, wsum = shard.stats(s, tc)
             lse_all[rows] = lse
             loss[rows] = shard.loss_rows(lse, s_y, wsum, tc, V, cdt)
+            del s  # one chunk of logits alive at a time
         ctx.save_for_backward(input, W, b, lse_all)
         ctx.plan, ctx.shard, ctx.V = plan, shard, V
         return _linear._reduce(loss, plan).to(input.dtype)
@@ -303,6 +304,7 @@ class _VocabParallelLinearCE(torch.autograd.Function):
             s = _softcap(shard, (xc @ W.T if b is None else torch.addmm(b, xc, W.T)).to(plan.cdt))
             G = shard.grad_(s, lse_all[rows], tc, ctx.V, scale_of(rows))
             _linear.fold(G, xc, W, gx_rows[rows], gW, gb)  # this shard's part of dL/dx
+            del s, G  # one chunk of logits alive at a time
         dist.all_reduce(gx, group=shard.group)  # every shard contributes to dL/dx
         return gx, gW.to(W.dtype), None if gb is None else gb.to(b.dtype), None, None
 

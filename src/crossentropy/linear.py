@@ -16,23 +16,25 @@ Memory model (``N`` rows, ``H`` features, ``V`` classes, ``n`` rows a chunk):
   ``accum_dtype``, float32 by default), and one chunk of logits ``n x V`` in
   float32 (it becomes the chunk's logit gradient in place), plus its copy in
   the input dtype for the matrix products when that is not float32;
-* the default chunk of logits is as large as the input or 64 MiB of
-  float32, whichever is larger: ``n = max(ceil(N / ceil(V / H)),
-  floor(2**24 / V))`` rows, at most ``N``. The first term keeps the chunk
-  (``n V ~ N H``) in proportion to what the caller already holds; the
-  second keeps chunks from getting so thin that the time goes into reading
-  and writing the ``V x H`` weight-gradient accumulator once a chunk rather
-  than into the matrix products (measured with
+* the default chunk holds ``n = max(ceil(N / ceil(V / H)), min(512,
+  floor(2**24 / V)))`` rows, at most ``N``. The first term makes the chunk
+  of logits about as large as the input (``n V ~ N H``), in proportion to
+  what the caller already holds. The second keeps chunks from getting so
+  thin that the time goes into reading and writing the ``V x H``
+  weight-gradient accumulator, once a chunk, rather than into the matrix
+  products: 512 rows amortise it (measured with
   ``benchmarks/bench_linear_cross_entropy.py``: at N = 4096, H = 1024,
-  V = 32000 the step takes 0.83x the time with 524 rows a chunk as with 128).
+  V = 32000 a step takes 0.87x the time with 512 rows a chunk as with 128),
+  and ``2**24 / V`` caps that floor at 64 MiB of float32 logits.
 
 Worked example at an LLM size, N = 8192, H = 4096, V = 128256, bfloat16
-input and weight: ``ceil(V / H) = 32`` gives 256 rows, ``2**24 / V`` gives
-130, so ``n = 256``; the chunk of logits is 256 x 128256 x 4 B = 131 MB
-(+ 66 MB for its bfloat16 copy), the float32 weight gradient
-128256 x 4096 x 4 B = 2.10 GB, the input gradient 8192 x 4096 x 2 B = 67 MB:
-about 2.4 GB in all, against 4.2 GB for the float32 logits alone (and as
-much again for their gradient) on the naive path.
+input and weight: ``ceil(V / H) = 32`` gives 256 rows, the floor
+``min(512, 130)`` 130, so ``n = 256``; the chunk of logits is
+256 x 128256 x 4 B = 131 MB (+ 66 MB for its bfloat16 copy), the float32
+weight gradient 128256 x 4096 x 4 B = 2.10 GB, the input gradient
+8192 x 4096 x 2 B = 67 MB: about 2.4 GB in all, against 4.2 GB for the
+float32 logits alone (and as much again for their gradient) on the naive
+path.
 
 When is the gradient computed? With reduction ``"mean"`` or ``"sum"`` the
 gradient of every row is the same multiple of the unit gradient, so it is
@@ -58,16 +60,18 @@ def _torch():
     return torch
 
 
-# Float32 elements of the smallest default chunk of logits (64 MiB).
-_MIN_CHUNK_ELEMENTS = 1 << 24
+# The default chunk's floor: enough rows to amortise the weight-gradient
+# accumulator's traffic, unless that takes more than 64 MiB of float32 logits.
+_FLOOR_ROWS = 512
+_FLOOR_ELEMENTS = 1 << 24
 
 
 def default_chunk_size(n_rows: int, hidden: int, vocab: int) -> int:
-    """Rows per chunk: a chunk of logits as large as the input
-    (``ceil(N / ceil(V / H))`` rows) or 64 MiB of float32, whichever is
-    larger, and at most ``N`` (see the memory model above)."""
+    """Rows per chunk, ``max(ceil(N / ceil(V / H)), min(512, 2**24 // V))``
+    and at most ``N`` (see the memory model above)."""
     like_input = math.ceil(n_rows / max(1, math.ceil(vocab / max(1, hidden))))
-    return max(1, min(max(n_rows, 1), max(like_input, _MIN_CHUNK_ELEMENTS // max(1, vocab))))
+    floor = min(_FLOOR_ROWS, _FLOOR_ELEMENTS // max(1, vocab))
+    return max(1, min(n_rows, max(like_input, floor)))
 
 
 def linear_cross_entropy(

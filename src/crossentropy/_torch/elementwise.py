@@ -2,13 +2,13 @@ r"""Fused elementwise binary losses for torch tensors: binary cross-entropy on
 logits and the sigmoid focal loss.
 
 Each forward computes the loss and its gradient from the same intermediates
-(one ``exp(-|x|)``, one ``log1p``, one ``sigmoid``), keeps the gradient, and
+(one native ``logsigmoid`` pass, one ``sigmoid``), keeps the gradient, and
 the backward only multiplies it by ``grad_output``. The formulas are those of
 :mod:`crossentropy.losses.binary`; here they are written with in-place torch
 operations so that each costs one trip over memory:
 
-* :math:`\log\sigma(-x) = -\big(\log(1 + e^{-|x|}) + \max(x, 0)\big)`, and
-  :math:`\log\sigma(x) = \log\sigma(-x) + x`;
+* :math:`\log\sigma(x) = \min(x, 0) - \log(1 + e^{-|x|})`, and
+  :math:`-\log\sigma(-x) = x - \log\sigma(x)`;
 * :math:`1 - p_t = \sigma(x)(1-t) + \sigma(-x)\,t` in probability space, a
   sum of non-negative terms (no cancellation), and the focal factor's
   derivative as :math:`\gamma(1-2t)\,(1-p_t)^\gamma\,\sigma(x)\sigma(-x)/(1-p_t)`,
@@ -39,20 +39,21 @@ def _reduce(loss, reduction):
 
 
 def _bce_logits(x, t, w, pw, reduction, want_grad):
-    # softplus(-x) = -log sigma(x) = log1p(exp(-|x|)) - min(x, 0)
-    sp_neg = x.abs().neg_().exp_().log1p_().sub_(x.clamp(max=0))
+    # log sigma(x) = min(x, 0) - log1p(exp(-|x|)) = -softplus(-x), in one
+    # native pass (torch's logsigmoid kernel uses this stable form).
+    ls = torch.nn.functional.logsigmoid(x)
     lw = None if pw is None else ((pw - 1) * t).add_(1)  # 1 + (pw - 1) t
-    # PyTorch's loss: (1 - t) x + lw softplus(-x)
+    # PyTorch's loss: (1 - t) x + lw softplus(-x) = (1 - t) x - lw log sigma(x)
     if w is None and reduction != "none":
-        # Only the sum is needed: sum(lw softplus(-x)) + sum(x) - x . t, with
+        # Only the sum is needed: sum(x) - x . t - sum(lw log sigma(x)), with
         # dot products instead of elementwise temporaries.
-        flat = sp_neg.reshape(-1)
-        total = (flat.sum() if lw is None else torch.dot(flat, lw.reshape(-1))) + x.sum() - torch.dot(
-            x.reshape(-1), t.reshape(-1)
+        flat = ls.reshape(-1)
+        total = x.sum() - torch.dot(x.reshape(-1), t.reshape(-1)) - (
+            flat.sum() if lw is None else torch.dot(flat, lw.reshape(-1))
         )
         value = total / x.numel() if reduction == "mean" and x.numel() else total
     else:
-        loss = sp_neg if lw is None else sp_neg.mul_(lw)
+        loss = ls.neg_() if lw is None else ls.mul_(lw.neg())
         loss = loss.add_(x).addcmul_(x, t, value=-1)
         value = _reduce(loss if w is None else loss * w, reduction)
     grad = None
@@ -70,11 +71,11 @@ def _bce_logits(x, t, w, pw, reduction, want_grad):
 
 
 def _sigmoid_focal(x, t, alpha, gamma, reduction, want_grad):
-    # BCE = softplus(x) - t x, softplus(x) = log1p(exp(-|x|)) + max(x, 0)
-    ce = x.abs().neg_().exp_().log1p_().add_(x.clamp(min=0)).addcmul_(t, x, value=-1)
+    # BCE = softplus(x) - t x = (1 - t) x - log sigma(x), since softplus(x) = x - log sigma(x)
+    one_minus_t = 1 - t
+    ce = torch.mul(x, one_minus_t).sub_(torch.nn.functional.logsigmoid(x))
     p = torch.sigmoid(x)
     q = torch.neg(x).sigmoid_()  # 1 - p, accurate where p is near 1
-    one_minus_t = 1 - t
     omp = (p * one_minus_t).addcmul_(q, t)  # 1 - p_t = p (1 - t) + (1 - p) t, no cancellation
     m = omp * omp if gamma == 2 else omp.pow(gamma)  # (1 - p_t)^gamma, 0^0 = 1
     a_t = None if alpha < 0 else t.mul(2 * alpha - 1).add_(1 - alpha)  # alpha t + (1 - alpha)(1 - t)

@@ -152,6 +152,7 @@ def _run(input, W, b, plan: Plan, row_scale, want):
             continue
         # 3. fold the logit gradient G into the parameters' gradients
         fold(logits, xc, W, gx_rows[rows] if gx_rows is not None else None, gW, gb)
+        del logits  # free this chunk before the next one is allocated: one chunk alive at a time
     return loss, gx, gW, gb
 
 
