@@ -4,6 +4,7 @@ reference: dtypes, odd shapes, gradcheck, in-place backward, stats, compile."""
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import crossentropy as ce
 from crossentropy._torch import fused
@@ -196,7 +197,78 @@ def test_torch_compile_fullgraph_agrees():
     assert_close(a.grad, b.grad, rtol=1e-6)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
+def test_torch_compile_fullgraph_binary_kernels(monkeypatch):
+    from crossentropy._torch import elementwise
+
+    monkeypatch.setattr(elementwise, "_CHUNK_ELEMS", 7)  # eager walks 8 chunks; compile traces one
+    g = torch.Generator().manual_seed(3)
+    x, t = torch.randn(6, 9, generator=g) * 3, torch.rand(6, 9, generator=g)
+    pw = torch.rand(9, generator=g) * 2
+
+    def f(a):
+        return (ce.binary_cross_entropy_with_logits(a, t, pos_weight=pw)
+                + ce.sigmoid_focal_loss(a, t, gamma=0.5, reduction="sum"))
+
+    compiled = torch.compile(f, fullgraph=True)
+    a = x.clone().requires_grad_(True)
+    b = x.clone().requires_grad_(True)
+    la, lb = compiled(a), f(b)
+    la.backward()
+    lb.backward()
+    assert_close(la.detach(), lb.detach(), rtol=1e-6)
+    assert_close(a.grad, b.grad, rtol=1e-6)
+
+
 def test_out_of_range_index_still_raises_on_cpu():
     x, _ = _data((4, 0), 6)
     with pytest.raises(IndexError, match="class index 6"):
         ce.cross_entropy(x.requires_grad_(True), torch.tensor([0, 6, 1, 2]))
+
+
+# ----------------------------------------------------------------------------
+# The elementwise binary kernels walk the elements in chunks on CPU
+# ----------------------------------------------------------------------------
+
+_BINARY_LAYOUTS = [
+    # (shape, weight shape, pos_weight shape): everything full-shaped (walked
+    # flat), and factors that broadcast (walked along the first dimension).
+    ((7, 5, 3), (7, 5, 3), (7, 5, 3)),
+    ((7, 5, 3), (3,), (5, 1)),
+    ((1, 9, 4), (9, 1), (4,)),
+    ((11,), (), None),
+]
+
+
+@pytest.mark.parametrize("chunk", [1, 4, 1 << 20])
+@pytest.mark.parametrize("layout", _BINARY_LAYOUTS, ids=lambda s: str(s))
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
+def test_binary_kernels_in_chunks_match_torch(monkeypatch, chunk, layout, reduction, dtype):
+    from crossentropy._torch import elementwise
+    from cases import ref_sigmoid_focal_loss
+
+    monkeypatch.setattr(elementwise, "_CHUNK_ELEMS", chunk)
+    shape, wshape, pwshape = layout
+    g = torch.Generator().manual_seed(len(shape) + chunk)
+    x64 = torch.randn(shape, generator=g, dtype=torch.float64) * 4
+    t = torch.rand(shape, generator=g, dtype=torch.float64)
+    w = torch.rand(wshape, generator=g, dtype=torch.float64) + 0.5
+    pw = None if pwshape is None else torch.rand(pwshape, generator=g, dtype=torch.float64) * 3
+    x64 = x64.to(dtype).double()  # the same rounded inputs for ours and the float64 reference
+    # float64 agrees to rounding; bfloat16 is computed in float32 and rounded once to bfloat16
+    tol = dict(rtol=1e-12 if dtype == torch.float64 else 2.0**-8)
+    gout = torch.rand(shape, generator=g, dtype=torch.float64) + 0.5 if reduction == "none" else None
+    for ours_f, ref_f, kw in (
+        (ce.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits,
+         dict(weight=w, pos_weight=pw, reduction=reduction)),
+        (ce.sigmoid_focal_loss, ref_sigmoid_focal_loss, dict(alpha=0.3, gamma=1.5, reduction=reduction)),
+    ):
+        a = x64.to(dtype).clone().requires_grad_(True)
+        r = x64.clone().requires_grad_(True)
+        ours, ref = ours_f(a, t.to(dtype), **kw), ref_f(r, t.to(dtype).double(), **kw)
+        assert ours.dtype == dtype and ours.shape == ref.shape
+        (ours.backward if gout is None else lambda: ours.backward(gout.to(dtype)))()
+        (ref.backward if gout is None else lambda: ref.backward(gout))()
+        assert_close(ours.detach().double(), ref.detach(), **tol)
+        assert_close(a.grad.double(), r.grad, **tol)

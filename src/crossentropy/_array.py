@@ -4,7 +4,7 @@ Every public function takes NumPy arrays, PyTorch tensors or any array of the
 Python array API standard, and computes with the namespace ``xp`` that
 ``array_api_compat`` returns for its inputs, so one body of code serves all.
 
-Dtype policy (tested in ``tests/test_dtypes.py``):
+Dtype policy (tested in ``tests/test_backends.py``):
 
 * float64 is computed in float64, float32 in float32;
 * float16 and bfloat16 are computed in float32 and the result is cast back to
@@ -14,6 +14,8 @@ Dtype policy (tested in ``tests/test_dtypes.py``):
 
 from __future__ import annotations
 
+import functools
+import sys
 from typing import Any
 
 import array_api_compat
@@ -49,6 +51,9 @@ def namespace(**arrays: Any):
     libraries, for example a NumPy target with a torch input.
     """
     present = {k: v for k, v in arrays.items() if v is not None}
+    torch = sys.modules.get("torch")
+    if torch is not None and all(isinstance(v, torch.Tensor) for v in present.values()):
+        return _torch_namespace()  # the common case, without array_api_compat's dispatch
     first_name, first = next(iter(present.items()))
     if not array_api_compat.is_array_api_obj(first):
         raise TypeError(
@@ -67,6 +72,13 @@ def namespace(**arrays: Any):
                 "pass arrays of one library"
             )
     return array_api_compat.array_namespace(*present.values())
+
+
+@functools.cache
+def _torch_namespace():
+    import torch
+
+    return array_api_compat.array_namespace(torch.empty(0))
 
 
 def is_torch(a: Any) -> bool:

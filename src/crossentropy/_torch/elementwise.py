@@ -14,66 +14,79 @@ operations so that each costs one trip over memory:
   derivative as :math:`\gamma(1-2t)\,(1-p_t)^\gamma\,\sigma(x)\sigma(-x)/(1-p_t)`,
   taken as 0 where :math:`1 - p_t` underflows (its limit, also for
   :math:`\gamma < 1`).
+
+On CPU the elements are walked in chunks of ``_CHUNK_ELEMS``: the
+temporaries of a chunk (about 1 MB each) are reused from the allocator's free lists
+and stay in cache, and only the kept gradient (and the losses, for
+``reduction="none"``) is input-sized. Without chunks every temporary is an
+input-sized buffer: at 10M elements that is 10 fresh 40 MB buffers for the
+focal loss, each paid for in page faults. On CUDA and under
+``torch.compile`` the whole tensor is one chunk.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from .fused import scale_kept_gradient
 
 __all__ = ["fused_binary_cross_entropy_with_logits", "fused_sigmoid_focal_loss"]
 
-
-def _scale(reduction, n, dtype, device):
-    """d value / d loss_i for a unit grad_output (0 for the mean of nothing)."""
-    value = (1.0 / n if n else 0.0) if reduction == "mean" else 1.0
-    return torch.full((), value, dtype=dtype, device=device)
+# Elements a chunk: 1 MB of float32, which stays in L2 between the passes.
+# Chosen with benchmarks/bench_chunk_bytes.py (BENCHMARKS.md has the figures).
+_CHUNK_ELEMS = 1 << 18
 
 
-def _reduce(loss, reduction):
-    if reduction == "none":
-        return loss
-    total = loss.sum()
-    return total / loss.numel() if reduction == "mean" and loss.numel() else total
+def _bce_logits(x, t, w, pw, *, out, grad):
+    """One chunk of binary cross-entropy on logits.
 
-
-def _bce_logits(x, t, w, pw, reduction, want_grad):
+    x: the chunk's logits in the compute dtype; t, w, pw: its targets, weights
+    and positive weights (broadcasting to x; w, pw may be None). Writes the
+    per-element losses into ``out`` when given, else returns their sum;
+    writes d loss / d x into ``grad`` when given.
+    """
     # log sigma(x) = min(x, 0) - log1p(exp(-|x|)) = -softplus(-x), in one
     # native pass (torch's logsigmoid kernel uses this stable form).
-    ls = torch.nn.functional.logsigmoid(x)
+    ls = F.logsigmoid(x)
     lw = None if pw is None else ((pw - 1) * t).add_(1)  # 1 + (pw - 1) t
     # PyTorch's loss: (1 - t) x + lw softplus(-x) = (1 - t) x - lw log sigma(x)
-    if w is None and reduction != "none":
+    total = None
+    if out is None and w is None:
         # Only the sum is needed: sum(x) - x . t - sum(lw log sigma(x)), with
         # dot products instead of elementwise temporaries.
-        flat = ls.reshape(-1)
-        total = x.sum() - torch.dot(x.reshape(-1), t.reshape(-1)) - (
-            flat.sum() if lw is None else torch.dot(flat, lw.reshape(-1))
+        xf, lsf = x.reshape(-1), ls.reshape(-1)
+        total = x.sum() - torch.dot(xf, t.expand_as(x).reshape(-1)) - (
+            lsf.sum() if lw is None else torch.dot(lsf, lw.expand_as(x).reshape(-1))
         )
-        value = total / x.numel() if reduction == "mean" and x.numel() else total
     else:
-        loss = ls.neg_() if lw is None else ls.mul_(lw.neg())
+        loss = ls.neg_() if lw is None else ls.mul_(lw).neg_()
         loss = loss.add_(x).addcmul_(x, t, value=-1)
-        value = _reduce(loss if w is None else loss * w, reduction)
-    grad = None
-    if want_grad:
-        # d/dx = lw sigma(x) - pw t  (= sigma(x) - t without pos_weight)
-        grad = torch.sigmoid(x)
-        if lw is None:
-            grad.sub_(t)
-        else:
-            grad.mul_(lw).sub_(pw * t)
         if w is not None:
-            grad = grad * w
-        grad.mul_(_scale(reduction, x.numel(), x.dtype, x.device))
-    return value, grad
+            loss = loss.mul_(w)
+        if out is None:
+            total = loss.sum()
+        else:
+            out.copy_(loss)
+    if grad is not None:
+        # d/dx = lw sigma(x) - pw t  (= sigma(x) - t without pos_weight)
+        g = torch.sigmoid(x, out=grad) if grad.dtype == x.dtype else torch.sigmoid(x)
+        if lw is None:
+            g.sub_(t)
+        else:
+            g.mul_(lw).sub_(pw * t)
+        if w is not None:
+            g.mul_(w)
+        if g is not grad:
+            grad.copy_(g)
+    return total
 
 
-def _sigmoid_focal(x, t, alpha, gamma, reduction, want_grad):
+def _sigmoid_focal(x, t, *, alpha, gamma, out, grad):
+    """One chunk of the sigmoid focal loss; arguments as for ``_bce_logits``."""
     # BCE = softplus(x) - t x = (1 - t) x - log sigma(x), since softplus(x) = x - log sigma(x)
     one_minus_t = 1 - t
-    ce = torch.mul(x, one_minus_t).sub_(torch.nn.functional.logsigmoid(x))
+    ce = torch.mul(x, one_minus_t).sub_(F.logsigmoid(x))
     p = torch.sigmoid(x)
     q = torch.neg(x).sigmoid_()  # 1 - p, accurate where p is near 1
     omp = (p * one_minus_t).addcmul_(q, t)  # 1 - p_t = p (1 - t) + (1 - p) t, no cancellation
@@ -82,58 +95,100 @@ def _sigmoid_focal(x, t, alpha, gamma, reduction, want_grad):
     loss = ce * m
     if a_t is not None:
         loss.mul_(a_t)
-    grad = None
-    if want_grad:
+    total = None
+    if out is None:
+        total = loss.sum()
+    else:
+        out.copy_(loss)
+    if grad is not None:
         # d/dx [ce m] = (p - t) m + ce dm/dx, and
         # dm/dx = gamma (1 - p_t)^(gamma - 1) p (1 - p)(1 - 2t) = gamma (1 - 2t) m p q / (1 - p_t),
         # whose limit where 1 - p_t underflows to 0 is 0 (also for gamma < 1).
         dm = (p * q).div_(torch.where(omp > 0, omp, torch.ones_like(omp))).mul_(m).mul_(
-            one_minus_t.sub(t).mul_(gamma)
+            one_minus_t.sub_(t).mul_(gamma)
         )
-        grad = (p - t).mul_(m).addcmul_(dm, ce)
+        g = p.sub_(t).mul_(m).addcmul_(dm, ce)
         if a_t is not None:
-            grad.mul_(a_t)
-        grad.mul_(_scale(reduction, loss.numel(), x.dtype, x.device))
-    return _reduce(loss, reduction), grad
+            g.mul_(a_t)
+        grad.copy_(g)
+    return total
+
+
+def _layout(x, tensors):
+    """Views to walk in chunks along their first dimension: everything
+    flattened when every tensor has x's shape, else x (at least 1-d) with the
+    others left-padded to its rank (a leading size of 1 broadcasts)."""
+    if all(a is None or a.shape == x.shape for a in tensors):
+        return x.reshape(-1), [None if a is None else a.reshape(-1) for a in tensors]
+    xv = x.reshape(1) if x.ndim == 0 else x
+    return xv, [None if a is None else a.reshape((1,) * (xv.ndim - a.ndim) + tuple(a.shape)) for a in tensors]
+
+
+def _loop(x, kernel, tensors, params, reduction, want_grad):
+    """The loss, reduced, in x's dtype, and the elementwise gradient d loss_i /
+    d x_i (or None): the backward scales it by grad_output (and 1/n for
+    ``mean``) in one pass."""
+    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    n = x.numel()
+    xv, tv = _layout(x, tensors)
+    rows = xv.shape[0] if xv.ndim else 1
+    per_row = max(1, n // max(1, rows))
+    whole = x.device.type != "cpu" or torch.compiler.is_compiling()
+    step = max(1, rows if whole else _CHUNK_ELEMS // per_row)
+    out = torch.empty(xv.shape, dtype=x.dtype, device=x.device) if reduction == "none" else None
+    grad = torch.empty(xv.shape, dtype=x.dtype, device=x.device) if want_grad else None
+    total = torch.zeros((), dtype=cdt, device=x.device)
+    for i in range(0, rows, step):
+        sl = slice(i, i + step)
+        chunk = [None if a is None else (a if a.shape[0] == 1 else a[sl]).to(cdt) for a in tv]
+        part = kernel(xv[sl].to(cdt), *chunk, **params, out=None if out is None else out[sl],
+                      grad=None if grad is None else grad[sl])
+        if part is not None:
+            total = total + part
+    if out is not None:
+        value = out.reshape(x.shape)
+    else:
+        value = (total * _mean_scale(n) if reduction == "mean" else total).to(x.dtype)
+    return value, None if grad is None else grad.reshape(x.shape)
+
+
+def _mean_scale(n):
+    """d mean / d loss_i: 1/n, and 0 for the mean of nothing."""
+    return 1.0 / n if n else 0.0
 
 
 class _FusedElementwise(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, kernel, args, reduction):
-        cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-        xc = x.to(cdt)
-        value, grad = kernel(xc, *args, reduction, ctx.needs_input_grad[0])
-        ctx.reduction = reduction
-        if grad is not None:
-            ctx.save_for_backward(grad.to(x.dtype) if x.dtype != cdt else grad)
-        return value.to(x.dtype)
+    def forward(ctx, x, kernel, tensors, params, reduction):
+        value, grad = _loop(x, kernel, tensors, params, reduction, want_grad=True)
+        ctx.save_for_backward(grad)
+        ctx.mean_scale = _mean_scale(x.numel()) if reduction == "mean" else None
+        return value
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
         (grad,) = ctx.saved_tensors
-        return scale_kept_gradient(grad, grad_output.to(grad.dtype)), None, None, None  # x, kernel, args, reduction
+        if ctx.mean_scale is None:
+            g = grad_output.to(grad.dtype)
+        else:
+            # a 0-d factor in the compute dtype: half-precision gradients are
+            # scaled in float32 and rounded once
+            g = grad_output.to(torch.promote_types(grad.dtype, torch.float32)) * ctx.mean_scale
+        # x, kernel, tensors, params, reduction
+        return scale_kept_gradient(grad, g), None, None, None, None
 
 
-def _compute(x, tensors):
-    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    return [None if a is None else a.to(cdt) for a in tensors]
-
-
-def _run(x, kernel, args, reduction):
+def _run(x, kernel, tensors, params, reduction):
     if torch.is_grad_enabled() and x.requires_grad:
-        return _FusedElementwise.apply(x, kernel, args, reduction)
-    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    value, _ = kernel(x.to(cdt), *args, reduction, False)
-    return value.to(x.dtype)
+        return _FusedElementwise.apply(x, kernel, tensors, params, reduction)
+    return _loop(x, kernel, tensors, params, reduction, want_grad=False)[0]
 
 
 def fused_binary_cross_entropy_with_logits(x, t, weight, reduction, pos_weight):
     """Validated arguments; ``weight`` and ``pos_weight`` broadcast to ``x``."""
-    t, w, pw = _compute(x, (t, weight, pos_weight))
-    return _run(x, _bce_logits, (t, w, pw), reduction)
+    return _run(x, _bce_logits, (t, weight, pos_weight), {}, reduction)
 
 
 def fused_sigmoid_focal_loss(x, t, alpha, gamma, reduction):
-    (t,) = _compute(x, (t,))
-    return _run(x, _sigmoid_focal, (t, alpha, gamma), reduction)
+    return _run(x, _sigmoid_focal, (t,), {"alpha": alpha, "gamma": gamma}, reduction)

@@ -14,7 +14,7 @@ and :math:`\partial/\partial x = \sigma(x) - y`. Working from logits with
 from __future__ import annotations
 
 from .. import _array, _checks
-from .._array import namespace, to_compute
+from .._array import compute_dtype, namespace, to_compute
 from .._grad import analytic
 from ..links import _log_sigmoid, _sigmoid
 from .categorical import _masked_product
@@ -28,15 +28,19 @@ _LOG_FLOOR = -100.0
 _GRAD_EPS = 9.999999960041972e-13  # float(numpy.float32(1e-12))
 
 
-def _read(input, target, reduction, name="input", target_name="target"):
+def _read(input, target, reduction, name="input", target_name="target", convert=True):
     """Common checks: floating input, a target of the same shape, a reduction.
-    Returns the namespace, the compute-dtype input and target."""
+    Returns the namespace, the compute-dtype input and target (the arrays as
+    given with ``convert=False``: the fused torch kernels convert chunk by
+    chunk, without input-sized copies)."""
     xp = namespace(**{name: input, target_name: target})
     _checks.logits(xp, input, name, min_ndim=0)
     _checks.reduction(reduction)
     _checks.same_shape(target_name, target, name, input)
     if not xp.isdtype(target.dtype, ("real floating", "integral", "bool")):
         raise TypeError(f"{target_name} must be a real array, got dtype {target.dtype}")
+    if not convert:
+        return xp, input, target
     x = to_compute(xp, input, name)
     return xp, x, xp.astype(target, x.dtype, copy=False)
 
@@ -46,7 +50,7 @@ def _optional(xp, value, input, x, name):
     to the input, in the compute dtype."""
     if value is None:
         return None
-    value = _array.as_array_like(xp, value, input, name, dtype=x.dtype)
+    value = _array.as_array_like(xp, value, input, name, dtype=compute_dtype(xp, x.dtype, name))
     _checks.broadcastable(name, value, x.shape)
     return value
 
@@ -134,7 +138,7 @@ def _binary_cross_entropy_with_logits(
 
 def _binary_cross_entropy_with_logits_torch(input, target, weight, reduction, pos_weight):
     """Torch tensors: the fused elementwise kernel (loss and gradient in one forward)."""
-    xp, x, t = _read(input, target, reduction)
+    xp, x, t = _read(input, target, reduction, convert=False)
     w = _optional(xp, weight, input, x, "weight")
     pw = _optional(xp, pos_weight, input, x, "pos_weight")
     from .._torch.elementwise import fused_binary_cross_entropy_with_logits
@@ -200,7 +204,7 @@ def _sigmoid_focal_loss(inputs, targets, alpha, gamma, reduction, *, need_grad, 
 
 def _sigmoid_focal_loss_torch(inputs, targets, alpha, gamma, reduction):
     """Torch tensors: the fused elementwise kernel."""
-    _, _, t = _read(inputs, targets, reduction, "inputs", "targets")
+    _, _, t = _read(inputs, targets, reduction, "inputs", "targets", convert=False)
     alpha = _checks.real("alpha", alpha, high=1.0)
     gamma = _checks.real("gamma", gamma, low=0.0)
     from .._torch.elementwise import fused_sigmoid_focal_loss
