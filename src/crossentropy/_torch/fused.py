@@ -14,12 +14,17 @@ with :math:`c_n = v_n\big((1-\varepsilon)w_{y_n} + \tfrac{\varepsilon}{C}W
 smoothing and z-loss folded in (``docs/derivations.md`` section 3). The
 gradient is kept for a backward that only multiplies it by ``grad_output``.
 
-Why chunks of torch operations (measured on this project's 2-core AVX2 CPU,
-``benchmarks/bench_cross_entropy.py``): a chunk of a few MB stays in cache,
-so the max, exp, sum and scale passes cost about one trip to memory; the one
-``exp`` pass dominates. Every alternative we considered needs a compiler at
-install or import time (a C++ extension, numba, ``torch.compile``), which a
-``pip install`` on a fresh machine should not need.
+Why chunks of torch operations (measured on this project's 2-core CPU;
+``BENCHMARKS.md`` has the tables): with the max, exp, sum and scale passes
+over a 2 MiB chunk that stays in cache, a step takes 0.90-0.96x the time of
+the same passes over the whole tensor (``benchmarks/bench_chunk_bytes.py``);
+256 KiB chunks are slower (1.6-1.8x, too many small torch calls). The rest
+of a step is mostly the first touch of the fresh gradient buffer, which
+:mod:`crossentropy._torch.pages` puts on huge pages. The alternatives need a
+compiler on the user's machine (numba, a C++ extension, ``torch.compile``,
+which reaches 0.3-0.7x torch eager against our 0.25-0.35x in
+``benchmarks/bench_cross_entropy.py``); ``pip install`` on a fresh machine
+should not.
 
 Nothing here reads a value back to the host, so the same code is what CUDA
 tensors run and what ``torch.compile`` and CUDA graphs capture.
@@ -30,6 +35,7 @@ from __future__ import annotations
 import torch
 
 from ..losses.categorical import CrossEntropyStats
+from . import pages
 
 __all__ = ["fused_cross_entropy", "chunk_loss_and_grad_"]
 
@@ -139,7 +145,7 @@ def _forward(x, target, weight, ignore_index, reduction, e, z, cap, want_grad, i
     scale = None
     if want_grad:
         scale = _safe_inverse(den) if reduction == "mean" else torch.ones((), dtype=cdt, device=x.device)
-        grad = x if inplace else torch.empty_like(x)
+        grad = x if inplace else pages.empty_like(x)
     loss = torch.empty(N, dtype=cdt, device=x.device)
     stats = [] if want_stats else None
     step = _rows_per_chunk(C)
