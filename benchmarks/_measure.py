@@ -190,6 +190,12 @@ def table(rows: list, columns: list) -> str:
     return "\n".join(lines)
 
 
+def labelled(**sets: list) -> list:
+    """The rows of every named set, each with a ``set`` column naming it
+    (underscores read as spaces), for one CSV."""
+    return [dict(r, set=name.replace("_", " ")) for name, rows in sets.items() for r in rows]
+
+
 def write_csv(name: str, rows: list) -> pathlib.Path:
     """``results/NAME``, one row per dict, the columns in order of appearance."""
     RESULTS.mkdir(exist_ok=True)

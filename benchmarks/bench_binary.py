@@ -130,11 +130,7 @@ def main():
         sweep += measure(n, max(5, reps // 3), args.threads, ("bce_with_logits", "sigmoid_focal"))
     print("\nN sweep\n")
     print(m.table(sweep, COLUMNS))
-    for r in rows:
-        r["set"] = "targets"
-    for r in sweep:
-        r["set"] = "sweep"
-    m.write_csv("binary.csv", rows + sweep)
+    m.write_csv("binary.csv", m.labelled(targets=rows, sweep=sweep))
     plotted = [dict(r, method=f"{r['loss']}: {r['method']}") for r in sweep]
     m.plot_sweep("binary.png", plotted, f"binary losses forward + backward, float32, {args.threads} threads",
                  [("ms", "time per step (ms)"), ("extra_mb", "extra peak memory over the inputs (MB)")],

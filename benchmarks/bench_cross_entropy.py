@@ -1,6 +1,6 @@
 """Cross-entropy on index targets, forward + backward: ours against PyTorch eager and torch.compile.
 
-    python benchmarks/bench_cross_entropy.py            # the issue's sizes and a V sweep (~10 min)
+    python benchmarks/bench_cross_entropy.py            # the issue's sizes and a V sweep (~6 min)
     python benchmarks/bench_cross_entropy.py --quick    # one small size, nothing written
 
 Methods: ``crossentropy.cross_entropy`` (fused kernel), the same with
@@ -131,13 +131,9 @@ def main():
     sweep = measure([(SWEEP_N, v, "float32") for v in SWEEP_V], max(3, reps // 2), args.threads, METHODS)
     print(f"\nV sweep, N={SWEEP_N}, float32\n")
     print(m.table(sweep, COLUMNS))
-    for r in rows:
-        r["set"] = "targets"
-    for r in sweep:
-        r["set"] = "sweep"
-    m.write_csv("cross_entropy.csv", rows + sweep)
+    m.write_csv("cross_entropy.csv", m.labelled(targets=rows, sweep=sweep))
     m.plot_sweep("cross_entropy.png", sweep,
-                       f"cross-entropy forward + backward, N = {SWEEP_N}, float32, {args.threads} threads",
+                 f"cross-entropy forward + backward, N = {SWEEP_N}, float32, {args.threads} threads",
                  [("ms", "time per step (ms)"), ("extra_mb", "extra peak memory over the logits (MB)")])
 
 

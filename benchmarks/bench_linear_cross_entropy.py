@@ -1,6 +1,6 @@
 """Linear cross-entropy, forward + backward: ours against the naive path and PyTorch's chunked one.
 
-    python benchmarks/bench_linear_cross_entropy.py           # N=4096 H=1024 V=32000 and a V sweep (~15 min)
+    python benchmarks/bench_linear_cross_entropy.py           # N=4096 H=1024 V=32000 and a V sweep (~5 min)
     python benchmarks/bench_linear_cross_entropy.py --quick   # N=2048 H=256 V=16000, nothing written
 
 Methods, all on float32 with gradients for ``input`` and ``linear_weight``:
@@ -161,18 +161,12 @@ def main():
     chunks = chunk_study(4096, 1024, 32000, reps)
     print(f"\nours by chunk size (default here: {default_chunk_size(4096, 1024, 32000)} rows)\n")
     print(m.table(chunks, [("chunk_size", "rows a chunk", "d"), ("ms", "ms", ".0f"), ("vs_128", "time / 128 rows", ".2f")]))
-    for r in rows:
-        r["set"] = "targets"
-    for r in chunks:
-        r["set"] = "chunk sizes"
     swept = []
     if not args.no_sweep:
         swept = sweep(args.threads)
-        for r in swept:
-            r["set"] = "sweep"
         print(f"\nV sweep, N={SWEEP_N}, H={SWEEP_H}, float32, one step per subprocess\n")
         print(m.table(swept, [c for c in COLUMNS if "_vs_" not in c[0]]))
-    m.write_csv("linear_cross_entropy.csv", rows + chunks + swept)
+    m.write_csv("linear_cross_entropy.csv", m.labelled(targets=rows, chunk_sizes=chunks, sweep=swept))
     if swept:
         m.plot_sweep("linear_cross_entropy.png", swept,
                      f"linear cross-entropy forward + backward, N = {SWEEP_N}, H = {SWEEP_H}, float32",

@@ -16,13 +16,14 @@ gradient is kept for a backward that only multiplies it by ``grad_output``.
 
 Why chunks of torch operations (measured on this project's 2-core CPU;
 ``BENCHMARKS.md`` has the tables): with the max, exp, sum and scale passes
-over a 2 MiB chunk that stays in cache, a step takes 0.90-0.96x the time of
-the same passes over the whole tensor (``benchmarks/bench_chunk_bytes.py``);
-256 KiB chunks are slower (1.6-1.8x, too many small torch calls). The rest
-of a step is mostly the first touch of the fresh gradient buffer, which
-:mod:`crossentropy._torch.pages` puts on huge pages. The alternatives need a
-compiler on the user's machine (numba, a C++ extension, ``torch.compile``,
-which reaches 0.3-0.7x torch eager against our 0.25-0.35x in
+over a 2 MiB chunk that stays in cache, a step at N=4096, V=32000 takes
+about the time of the same passes over the whole tensor, sometimes 10%
+less (``benchmarks/bench_chunk_bytes.py``), and needs no second logits-sized
+buffer for half-precision inputs; 256 KiB chunks are slower (too many small
+torch calls). About half of a step is the first touch of the fresh gradient
+buffer (``inplace_backward=True``, which writes into the logits, takes half
+the time). The alternatives need a compiler on the user's machine (numba, a
+C++ extension, ``torch.compile``, which is slower than this kernel in
 ``benchmarks/bench_cross_entropy.py``); ``pip install`` on a fresh machine
 should not.
 
@@ -35,7 +36,6 @@ from __future__ import annotations
 import torch
 
 from ..losses.categorical import CrossEntropyStats
-from . import pages
 
 __all__ = ["fused_cross_entropy", "chunk_loss_and_grad_"]
 
@@ -145,7 +145,7 @@ def _forward(x, target, weight, ignore_index, reduction, e, z, cap, want_grad, i
     scale = None
     if want_grad:
         scale = _safe_inverse(den) if reduction == "mean" else torch.ones((), dtype=cdt, device=x.device)
-        grad = x if inplace else pages.empty_like(x)
+        grad = x if inplace else torch.empty_like(x)
     loss = torch.empty(N, dtype=cdt, device=x.device)
     stats = [] if want_stats else None
     step = _rows_per_chunk(C)
