@@ -271,42 +271,65 @@ class _VocabParallelLinearCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, W, b, plan, shard):
         cdt = plan.cdt
-        loss = torch.empty(plan.n_rows, dtype=cdt, device=input.device)
-        lse_all = torch.empty(plan.n_rows, dtype=cdt, device=input.device)
-        V = shard.vocab
-        for xc, tc, rows in _linear._chunks(plan):
-            s = _softcap(shard, (xc @ W.T if b is None else torch.addmm(b, xc, W.T)).to(cdt))
-            lse, s_y, wsum = shard.stats(s, tc)
-            lse_all[rows] = lse
-            loss[rows] = shard.loss_rows(lse, s_y, wsum, tc, V, cdt)
-            del s  # one chunk of logits alive at a time
-        ctx.save_for_backward(input, W, b, lse_all)
-        ctx.plan, ctx.shard, ctx.V = plan, shard, V
+        want = tuple(ctx.needs_input_grad[:3])
+        ctx.plan, ctx.shard, ctx.V = plan, shard, shard.vocab
+        ctx.dtypes = (input.dtype, W.dtype, None if b is None else b.dtype)
+        if plan.reduction != "none" and any(want):
+            # "mean"/"sum": each chunk's global LSE is known once its two
+            # all-reduces are done, so its gradient is built right away from
+            # the exponentials already computed (no recomputation in backward),
+            # and backward only scales by grad_output.
+            s0 = _linear._mean_scale(plan).to(input.device)
+            loss, grads = _vocab_parallel_linear_pass(input, W, b, plan, shard, lambda rows: s0, want)
+            ctx.grads = grads
+        else:  # "none": each row's grad_output is known only in backward
+            loss, _ = _vocab_parallel_linear_pass(input, W, b, plan, shard, None, want)
+            ctx.grads = None
+            ctx.save_for_backward(input, W, b)
         return _linear._reduce(loss, plan).to(input.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
-        input, W, b, lse_all = ctx.saved_tensors
-        plan, shard = ctx.plan, ctx.shard
-        if plan.reduction == "none":
-            go = grad_output.to(plan.cdt).reshape(-1)
-            scale_of = lambda rows: go[rows]  # noqa: E731
-        else:
-            s0 = _linear._mean_scale(plan).to(input.device) * grad_output.to(plan.cdt)
-            scale_of = lambda rows: s0 * torch.ones(rows.stop - rows.start, dtype=plan.cdt, device=input.device)  # noqa: E731
-        gx = torch.zeros_like(input)
-        gx_rows = _linear._grad_rows_view(gx, plan)
-        gW = torch.zeros(W.shape, dtype=plan.accum_dtype, device=W.device)
-        gb = None if b is None else torch.zeros(b.shape, dtype=plan.accum_dtype, device=W.device)
-        for xc, tc, rows in _linear._chunks(plan):
-            # Recompute this chunk's logits; the saved LSE makes the gradient local.
-            s = _softcap(shard, (xc @ W.T if b is None else torch.addmm(b, xc, W.T)).to(plan.cdt))
-            G = shard.grad_(s, lse_all[rows], tc, ctx.V, scale_of(rows))
-            _linear.fold(G, xc, W, gx_rows[rows], gW, gb)  # this shard's part of dL/dx
-            del s, G  # one chunk of logits alive at a time
-        dist.all_reduce(gx, group=shard.group)  # every shard contributes to dL/dx
-        return gx, gW.to(W.dtype), None if gb is None else gb.to(b.dtype), None, None
+        plan = ctx.plan
+        if ctx.grads is not None:
+            grads, ctx.grads = ctx.grads, None  # hand them over, hold nothing
+            g = grad_output.to(plan.cdt)
+            return (*(None if t is None else t.mul_(g.to(t.dtype)).to(dt)
+                      for t, dt in zip(grads, ctx.dtypes)), None, None)  # input, W, b, plan, shard
+        input, W, b = ctx.saved_tensors
+        go = grad_output.to(plan.cdt).reshape(-1)
+        _, (gx, gW, gb) = _vocab_parallel_linear_pass(input, W, b, plan, ctx.shard, lambda rows: go[rows],
+                                                      tuple(ctx.needs_input_grad[:3]))
+        return gx, _linear._cast(gW, W), _linear._cast(gb, b), None, None
+
+
+def _vocab_parallel_linear_pass(input, W, b, plan, shard, row_scale, want):
+    """One pass over the chunks: per-row losses and, when ``row_scale`` gives
+    each chunk's gradient multiplier, the gradients of (input, W, b) that
+    ``want`` names. Two all-reduces a chunk for the row statistics and, with
+    an input gradient, one of ``N x H`` numbers at the end: every shard
+    contributes to dL/dx."""
+    cdt = plan.cdt
+    need_grad = row_scale is not None
+    loss = torch.empty(plan.n_rows, dtype=cdt, device=input.device)
+    gx = torch.zeros_like(input) if need_grad and want[0] else None
+    gx_rows = None if gx is None else _linear._grad_rows_view(gx, plan)
+    gW = torch.zeros(W.shape, dtype=plan.accum_dtype, device=W.device) if need_grad and want[1] else None
+    gb = torch.zeros(b.shape, dtype=plan.accum_dtype, device=W.device) if need_grad and want[2] and b is not None \
+        else None
+    for xc, tc, rows in _linear._chunks(plan):
+        s = _softcap(shard, (xc @ W.T if b is None else torch.addmm(b, xc, W.T)).to(cdt))
+        lse, s_y, wsum, ex, sumexp = shard.stats(s, tc, keep_exp=True)
+        loss[rows] = shard.loss_rows(lse, s_y, wsum, tc, shard.vocab, cdt)
+        if need_grad:
+            G = shard.grad_(s, lse, tc, shard.vocab, row_scale(rows), ex=ex, sumexp=sumexp)
+            _linear.fold(G, xc, W, None if gx_rows is None else gx_rows[rows], gW, gb)
+            del G
+        del s, ex  # one chunk of logits alive at a time
+    if gx is not None:
+        dist.all_reduce(gx, group=shard.group)
+    return loss, (gx, gW, gb)
 
 
 def vocab_parallel_linear_cross_entropy(
@@ -324,10 +347,12 @@ def vocab_parallel_linear_cross_entropy(
     gradient of ``input`` is complete on every rank (one all-reduce of ``N x H``
     numbers in backward) and the gradient of the weight shard is local.
 
-    Communication: forward, two all-reduces per chunk (16 bytes a row in
-    float32); backward, one all-reduce of the input gradient. The backward
-    recomputes each chunk's logits and uses the row LSEs saved in forward, so
-    it needs no statistics collectives.
+    Communication: two all-reduces per chunk (16 bytes a row in float32) and
+    one all-reduce of the input gradient. With ``reduction="mean"`` or
+    ``"sum"`` all of it happens in forward, which also builds the gradients
+    (each chunk's logits are formed once); with ``"none"`` the forward
+    computes the losses and the backward forms each chunk's logits again,
+    with the same collectives.
     """
     shard = _Shard(linear_weight_shard.shape[0], group, vocab_start, weight, ignore_index, label_smoothing, z_loss,
                    softcap, reduction, input.device)
