@@ -270,9 +270,8 @@ def vocab_parallel_cross_entropy(
 class _VocabParallelLinearCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, input, W, b, plan, shard):
-        cdt = plan.cdt
         want = tuple(ctx.needs_input_grad[:3])
-        ctx.plan, ctx.shard, ctx.V = plan, shard, shard.vocab
+        ctx.plan, ctx.shard = plan, shard
         ctx.dtypes = (input.dtype, W.dtype, None if b is None else b.dtype)
         if plan.reduction != "none" and any(want):
             # "mean"/"sum": each chunk's global LSE is known once its two
@@ -293,10 +292,7 @@ class _VocabParallelLinearCE(torch.autograd.Function):
     def backward(ctx, grad_output):
         plan = ctx.plan
         if ctx.grads is not None:
-            grads, ctx.grads = ctx.grads, None  # hand them over, hold nothing
-            g = grad_output.to(plan.cdt)
-            return (*(None if t is None else t.mul_(g.to(t.dtype)).to(dt)
-                      for t, dt in zip(grads, ctx.dtypes)), None, None)  # input, W, b, plan, shard
+            return (*_linear.hand_over(ctx, grad_output), None, None)  # input, W, b, plan, shard
         input, W, b = ctx.saved_tensors
         go = grad_output.to(plan.cdt).reshape(-1)
         _, (gx, gW, gb) = _vocab_parallel_linear_pass(input, W, b, plan, ctx.shard, lambda rows: go[rows],

@@ -233,14 +233,20 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
     def backward(ctx, grad_output):
         plan = ctx.plan
         if ctx.grads is not None:
-            grads, ctx.grads = ctx.grads, None  # hand them over, hold nothing
-            g = grad_output.to(plan.cdt)
-            return (*(None if t is None else t.mul_(g.to(t.dtype)).to(dt)
-                      for t, dt in zip(grads, ctx.dtypes)), None)  # input, W, b, plan
+            return (*hand_over(ctx, grad_output), None)  # input, W, b, plan
         input, W, b = ctx.saved_tensors
         go = grad_output.to(plan.cdt).reshape(-1)
         _, gx, gW, gb = _run(input, W, b, plan, lambda rows: go[rows], tuple(ctx.needs_input_grad[:3]))
         return gx, _cast(gW, W), _cast(gb, b), None  # input, W, b, plan
+
+
+def hand_over(ctx, grad_output):
+    """The gradients of (input, W, b) built in forward (``ctx.grads``),
+    scaled by the 0-d ``grad_output`` in place and cast to ``ctx.dtypes``;
+    the context keeps nothing."""
+    grads, ctx.grads = ctx.grads, None
+    g = grad_output.to(ctx.plan.cdt)
+    return tuple(None if t is None else t.mul_(g.to(t.dtype)).to(dt) for t, dt in zip(grads, ctx.dtypes))
 
 
 def _cast(g, like):
