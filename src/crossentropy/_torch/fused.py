@@ -22,10 +22,11 @@ less (``benchmarks/bench_chunk_bytes.py``), and needs no second logits-sized
 buffer for half-precision inputs; 256 KiB chunks are slower (too many small
 torch calls). About half of a step is the first touch of the fresh gradient
 buffer (``inplace_backward=True``, which writes into the logits, takes half
-the time). The alternatives need a compiler on the user's machine (numba, a
-C++ extension, ``torch.compile``, which is slower than this kernel in
-``benchmarks/bench_cross_entropy.py``); ``pip install`` on a fresh machine
-should not.
+the time). ``torch.compile`` of PyTorch's formula is slower than this kernel
+(``benchmarks/bench_cross_entropy.py``) and needs a C++ compiler at run time;
+a C++ extension needs one at install. numba would not (its LLVM comes in
+wheels), but it is a large dependency with a compile on first call, and
+cannot read bfloat16 directly; it has not been tried.
 
 Nothing here reads a value back to the host, so the same code is what CUDA
 tensors run and what ``torch.compile`` and CUDA graphs capture.
