@@ -52,7 +52,7 @@ def namespace(**arrays: Any):
     """
     present = {k: v for k, v in arrays.items() if v is not None}
     torch = sys.modules.get("torch")
-    if torch is not None and all(isinstance(v, torch.Tensor) for v in present.values()):
+    if torch is not None and present and all(isinstance(v, torch.Tensor) for v in present.values()):
         return _torch_namespace()  # the common case, without array_api_compat's dispatch
     first_name, first = next(iter(present.items()))
     if not array_api_compat.is_array_api_obj(first):

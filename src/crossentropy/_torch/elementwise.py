@@ -41,8 +41,9 @@ _CHUNK_ELEMS = 1 << 18
 def _bce_logits(x, t, w, pw, *, out, grad):
     """One chunk of binary cross-entropy on logits.
 
-    x: the chunk's logits in the compute dtype; t, w, pw: its targets, weights
-    and positive weights (broadcasting to x; w, pw may be None). Writes the
+    x: the chunk's logits in the compute dtype; t: its targets, of x's shape
+    (so 1 + (pw - 1) t is too); w, pw: weights and positive weights that
+    broadcast to x, or None. Writes the
     per-element losses into ``out`` when given, else returns their sum;
     writes d loss / d x into ``grad`` when given.
     """
@@ -56,8 +57,8 @@ def _bce_logits(x, t, w, pw, *, out, grad):
         # Only the sum is needed: sum(x) - x . t - sum(lw log sigma(x)), with
         # dot products instead of elementwise temporaries.
         xf, lsf = x.reshape(-1), ls.reshape(-1)
-        total = x.sum() - torch.dot(xf, t.expand_as(x).reshape(-1)) - (
-            lsf.sum() if lw is None else torch.dot(lsf, lw.expand_as(x).reshape(-1))
+        total = x.sum() - torch.dot(xf, t.reshape(-1)) - (
+            lsf.sum() if lw is None else torch.dot(lsf, lw.reshape(-1))
         )
     else:
         loss = ls.neg_() if lw is None else ls.mul_(lw).neg_()
