@@ -99,13 +99,25 @@ def interleaved(steps: dict, reps: int, warmup: int = 1) -> dict:
             setup and setup()
             run()
     times = {name: [] for name in steps}
-    for _ in range(reps):
-        for name, (setup, run) in pairs.items():
-            setup and setup()
-            gc.collect()
-            t0 = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - t0)
+    # As timeit does: collect once, then no collector during the rounds. A
+    # full collection before every step (as this harness once did) leaves
+    # the torch threads idle for tens of milliseconds, and on this VM the
+    # work just after an idle spell runs slower: a delay added to every
+    # method's step alike, which hid differences at millisecond sizes
+    # (BENCHMARKS.md, "Method").
+    gc.collect()
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(reps):
+            for name, (setup, run) in pairs.items():
+                setup and setup()
+                t0 = time.perf_counter()
+                run()
+                times[name].append(time.perf_counter() - t0)
+    finally:
+        if enabled:
+            gc.enable()
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 

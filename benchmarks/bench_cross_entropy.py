@@ -9,6 +9,10 @@ Methods: ``crossentropy.cross_entropy`` (fused kernel), the same with
 one process, interleaved, median of ``--reps`` rounds. Extra peak memory over
 the logits: each method in its own subprocess (see ``_measure.py``).
 
+A third table scales the loss before ``backward()`` (``(loss / 4).backward()``,
+as gradient accumulation does), so that the backward multiplies the kept
+gradient by a grad_output other than 1 (for bfloat16, in float32 chunks).
+
 Writes ``results/cross_entropy.csv`` and ``results/cross_entropy.png`` (time
 and extra peak memory against V at N = 2048, float32).
 """
@@ -27,9 +31,15 @@ METHODS = ("ours", "ours inplace", "torch", "torch.compile")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 MAIN = [(4096, 32000, "float32"), (4096, 32000, "bfloat16"), (2048, 128256, "float32")]
 SWEEP_N, SWEEP_V = 2048, (8192, 16384, 32000, 65536, 128256)
+SCALED = [(4096, 32000, "float32"), (4096, 32000, "bfloat16")]
 
 
-def loss_fn(method):
+def loss_fn(method, scale=1.0):
+    f = _loss_fn(method)
+    return f if scale == 1.0 else (lambda a, t: f(a, t) * scale)
+
+
+def _loss_fn(method):
     if method == "ours":
         return ce.cross_entropy
     if method == "ours inplace":
@@ -56,10 +66,10 @@ def build_child(spec):
                        compiled=spec["method"] == "torch.compile")
 
 
-def time_methods(n, v, dtype, reps, methods):
+def time_methods(n, v, dtype, reps, methods, scale=1.0):
     x, t = inputs(n, v, dtype)
     leaves = {mth: x.clone().requires_grad_(True) for mth in methods}
-    fns = {mth: loss_fn(mth) for mth in methods}
+    fns = {mth: loss_fn(mth, scale) for mth in methods}
 
     def stepper(mth):
         leaf, f = leaves[mth], fns[mth]
@@ -75,21 +85,22 @@ def time_methods(n, v, dtype, reps, methods):
     return m.interleaved({mth: stepper(mth) for mth in methods}, reps=reps, warmup=1)
 
 
-def measure(configs, reps, threads, methods, memory=True):
+def measure(configs, reps, threads, methods, memory=True, scale=1.0):
     rows = []
     for n, v, dtype in configs:
         print(f"N={n} V={v} {dtype} ...", file=sys.stderr, flush=True)
-        secs = time_methods(n, v, dtype, reps, methods)
+        secs = time_methods(n, v, dtype, reps, methods, scale)
         logits_mb = n * v * torch.finfo(DTYPES[dtype]).bits / 8 / m.MB
         for mth in methods:
             mem = None
             if memory:
                 got = m.run_child(__file__, dict(method=mth, n=n, v=v, dtype=dtype, threads=threads))
                 mem = got and got["extra_mb"]
-            rows.append(dict(method=mth, N=n, V=v, dtype=dtype, ms=1e3 * secs[mth],
+            rows.append(dict(method=mth if scale == 1.0 else f"{mth}, loss * {scale:g}", N=n, V=v, dtype=dtype,
+                             ms=1e3 * secs[mth],
                              extra_mb=mem, logits_mb=logits_mb))
     for r in rows:  # ratios to torch eager on the same size
-        ref = next(q for q in rows if q["method"] == "torch" and (q["N"], q["V"], q["dtype"]) ==
+        ref = next(q for q in rows if q["method"].split(",")[0] == "torch" and (q["N"], q["V"], q["dtype"]) ==
                    (r["N"], r["V"], r["dtype"]))
         r["time_vs_torch"] = r["ms"] / ref["ms"]
         r["mem_vs_torch"] = (r["extra_mb"] / ref["extra_mb"]
@@ -128,10 +139,13 @@ def main():
     print(f"\nforward + backward, median of {reps} interleaved rounds\n")
     print(m.table(rows, COLUMNS))
     print("\n" + "\n".join(verdicts(rows)))
+    scaled = measure(SCALED, reps, args.threads, ("ours", "torch"), memory=False, scale=0.25)
+    print(f"\nscaled loss, (loss * 0.25).backward(), median of {reps} interleaved rounds\n")
+    print(m.table(scaled, COLUMNS))
     sweep = measure([(SWEEP_N, v, "float32") for v in SWEEP_V], max(3, reps // 2), args.threads, METHODS)
     print(f"\nV sweep, N={SWEEP_N}, float32\n")
     print(m.table(sweep, COLUMNS))
-    m.write_csv("cross_entropy.csv", m.labelled(targets=rows, sweep=sweep))
+    m.write_csv("cross_entropy.csv", m.labelled(targets=rows, scaled=scaled, sweep=sweep))
     m.plot_sweep("cross_entropy.png", sweep,
                  f"cross-entropy forward + backward, N = {SWEEP_N}, float32, {args.threads} threads",
                  [("ms", "time per step (ms)"), ("extra_mb", "extra peak memory over the logits (MB)")])

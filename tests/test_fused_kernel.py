@@ -270,3 +270,34 @@ def test_binary_kernels_in_chunks_match_torch(monkeypatch, chunk, layout, reduct
         (ref.backward if gout is None else lambda: ref.backward(gout))()
         assert_close(ours.detach().double(), ref.detach(), **tol)
         assert_close(a.grad.double(), r.grad, **tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+@pytest.mark.parametrize("inplace", [False, True])
+def test_half_gradient_scaled_by_grad_output_in_chunks(monkeypatch, dtype, reduction, inplace):
+    """A grad_output other than 1 (gradient accumulation's ``loss / k``, or a
+    per-row one) multiplies a half-precision gradient through float32 chunks;
+    3 rows a chunk so that 40 rows take several, and the last a short one."""
+    monkeypatch.setattr(fused, "_rows_per_chunk", lambda C: 3)
+    x, t = _data((40, 0), 257, dtype=dtype)
+    g = torch.full((), 0.25) if reduction == "mean" else \
+        torch.rand(40, generator=torch.Generator().manual_seed(2)) + 0.5
+    a = x.clone().requires_grad_(True)
+    loss = ce.cross_entropy(a, t, reduction=reduction, label_smoothing=0.1, inplace_backward=inplace)
+    loss.backward(g.to(dtype))
+    _, grad = _core(x, t, reduction=reduction, label_smoothing=0.1, grad_output=g.to(dtype).double().numpy())
+    # two roundings to the half type: the kept gradient, then its product with grad_output
+    assert_close(a.grad.double(), grad, rtol=2 * TOL[dtype])
+
+
+def test_unit_and_other_grad_outputs_with_and_without_a_retained_graph():
+    """A grad_output of 1 on CPU hands the kept gradient over as it is; any
+    other, and a retained graph, multiply: all four give grad_output times
+    the gradient."""
+    x, t = _data((6, 0), 9, dtype=torch.float64)
+    want = ce.cross_entropy.value_and_grad(x, t)[1]
+    for g, retain in ((1.0, False), (1.0, True), (3.0, False), (3.0, True)):
+        a = x.clone().requires_grad_(True)
+        ce.cross_entropy(a, t).backward(torch.tensor(g, dtype=torch.float64), retain_graph=retain)
+        assert_close(a.grad, g * want, rtol=1e-12)

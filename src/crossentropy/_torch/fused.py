@@ -1,9 +1,12 @@
 r"""Fused single-pass cross-entropy for torch tensors with class indices.
 
-The forward pass walks the rows in cache-sized chunks. For each chunk it reads
-the logits once into a float32 work buffer and computes, per row, the maximum,
-one exponential of every logit (kept in the buffer), their sum, the LSE, the
-loss, and then turns the exponentials into the gradient in place:
+The forward pass first computes what depends only on the targets, for all
+rows at once (ignored rows, :math:`w_{y}`, the target logit, the row
+coefficients :math:`c_n` below). It then walks the rows in cache-sized
+chunks; for each chunk it reads the logits once (float32 logits straight
+into the gradient buffer, half-precision ones converted into a chunk-sized
+float32 buffer) and computes, per row, the maximum, one exponential of every
+logit, their sum, and turns the exponentials into the gradient in place:
 
 .. math:: \frac{\partial\ell_n}{\partial s_{n,j}} = c_n\,\frac{e^{s_{n,j} - m_n}}{\Sigma_n}
     - \frac{\varepsilon}{C}\,w_j\,v_n - (1-\varepsilon)\,w_{y_n}v_n\,[j = y_n]
@@ -12,27 +15,36 @@ with :math:`c_n = v_n\big((1-\varepsilon)w_{y_n} + \tfrac{\varepsilon}{C}W
 + 2z\,\mathrm{LSE}_n\big)` and :math:`v_n` the row's scale (1/denominator for
 ``mean``, 0 on ignored rows): the notes' :math:`Q - P` with weights,
 smoothing and z-loss folded in (``docs/derivations.md`` section 3). The
-gradient is kept for a backward that only multiplies it by ``grad_output``.
+target column (the last term) is written after the loop, one element a row,
+from the row statistics. The gradient is kept for a backward that only
+multiplies it by ``grad_output``, and on CPU not even that when
+``grad_output`` is 1 (``loss.backward()``).
 
 Why chunks of torch operations (measured on this project's 2-core CPU;
 ``BENCHMARKS.md`` has the tables): with the max, exp, sum and scale passes
-over a 2 MiB chunk that stays in cache, a step at N=4096, V=32000 takes
-about the time of the same passes over the whole tensor, sometimes 10%
-less (``benchmarks/bench_chunk_bytes.py``), and needs no second logits-sized
+over a 2 MiB chunk that stays in cache, a step at N=4096, V=32000 takes the
+time of the same passes over the whole tensor or less
+(``benchmarks/bench_chunk_bytes.py``), and needs no second logits-sized
 buffer for half-precision inputs; 256 KiB chunks are slower (too many small
-torch calls). About half of a step is the first touch of the fresh gradient
-buffer (``inplace_backward=True``, which writes into the logits, takes half
-the time). ``torch.compile`` of PyTorch's formula is slower than this kernel
+torch calls). Most of a float32 step is the first touch of the fresh
+gradient buffer (``inplace_backward=True``, which writes into the logits,
+takes about a third of the time); transparent huge pages for that buffer
+were tried twice and dropped (faster above 500 MB, slower below on this
+machine). ``torch.compile`` of PyTorch's formula is slower than this kernel
 (``benchmarks/bench_cross_entropy.py``) and needs a C++ compiler at run time;
 a C++ extension needs one at install. numba would not (its LLVM comes in
 wheels), but it is a large dependency with a compile on first call, and
 cannot read bfloat16 directly; it has not been tried.
 
-Nothing here reads a value back to the host, so the same code is what CUDA
-tensors run and what ``torch.compile`` and CUDA graphs capture.
+Nothing here reads a device value back to the host, so the same code is
+what CUDA tensors run and what ``torch.compile`` and CUDA graphs capture;
+the one read (is ``grad_output`` 1?) is made for CPU tensors only, where it
+costs nothing, and not while tracing.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 
@@ -49,9 +61,101 @@ def _rows_per_chunk(n_classes: int) -> int:
     return max(1, _CHUNK_BYTES // (4 * max(1, n_classes)))
 
 
+class _Rows(NamedTuple):
+    """What the loss needs of each row's target, computed once for all rows."""
+
+    counted: torch.Tensor  # (n,) bool: the row is not ignored
+    valid: torch.Tensor  # (n,) the same, 0/1 in the compute dtype
+    safe: torch.Tensor  # (n, 1) int64 target, 0 on ignored rows (a safe gather index)
+    wy: torch.Tensor  # (n,) w_y on counted rows, 0 on ignored ones
+    W: object  # sum_c w_c: a 0-d tensor, or C without weights
+
+
+def _rows(target, weight, ignore_index, n_classes, dt):
+    counted = target != ignore_index
+    valid = counted.to(dt)  # a bool times a float would be float32
+    safe = torch.where(counted, target, torch.zeros_like(target))[:, None]
+    if weight is None:
+        return _Rows(counted, valid, safe, valid, float(n_classes))
+    return _Rows(counted, valid, safe, weight[safe[:, 0]] * valid, weight.sum())
+
+
+def _capped(s, softcap):
+    """The soft cap s = c tanh(x / c), in place; s unchanged without a cap."""
+    return s if softcap is None else s.div_(softcap).tanh_().mul_(softcap)
+
+
+def _cap_slope(raw, softcap):
+    """ds/dx = 1 - tanh(x / c)^2 of the soft cap, at the raw logits."""
+    return 1 - torch.tanh(raw / softcap) ** 2
+
+
+def _row_losses(rows, lse, s_y, wsum, e, z_loss, C):
+    """loss_n = (1 - e) w_y (LSE - s_y) + (e / C)(W LSE - sum_c w_c s_c) + z LSE^2,
+    on counted rows (0 on ignored ones, whatever their LSE)."""
+    zero = torch.zeros_like(lse)
+    loss = (1 - e) * rows.wy * torch.where(rows.counted, lse - s_y, zero)
+    if e > 0:
+        loss = loss + (e / C) * rows.valid * torch.where(rows.counted, rows.W * lse - wsum, zero)
+    if z_loss > 0:
+        loss = loss + z_loss * rows.valid * torch.where(rows.counted, lse * lse, zero)
+    return loss
+
+
+def _coefficient(rows, v, e, C):
+    """c_n without the z-loss term: v_n ((1 - e) w_y + (e / C) W), 0 on ignored rows."""
+    return v * ((1 - e) * rows.wy + (e / C) * rows.W * rows.valid)
+
+
+def _z_coefficient(counted, v, lse, z_loss):
+    """The z-loss term of c_n: 2 z v_n LSE_n (d z LSE^2 / d LSE)."""
+    return v * 2 * z_loss * torch.where(counted, lse, torch.zeros_like(lse))
+
+
+def _exp_pass_(work, src, weight, e, stats, target):
+    """One chunk's row statistics, writing e^(s - m) into ``work``: ``src``
+    holds the (capped) logits s, and may be ``work`` itself. Returns the row
+    maxima m (n, 1), the sums of the exponentials (n,), and sum_c w_c s_c
+    (n,) when smoothing needs it. With ``stats``, appends argmax == target."""
+    if stats is not None:
+        stats.append(src.argmax(1) == target)
+    wsum = None
+    if e > 0:
+        wsum = (src if weight is None else src * weight).sum(1).to(work.dtype)
+    m = src.amax(1, keepdim=True).to(work.dtype)
+    m.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)  # a row of -inf (or inf) gives NaN, not a shifted 0/0
+    torch.sub(src, m, out=work).exp_()  # e^(s - m), the only exponential pass
+    return m, work.sum(1), wsum
+
+
+def _gradient_pass_(work, r, smooth, slope):
+    """d loss / d s off the target column, in place: r_n e^(s_j - m) - smooth_j,
+    times the soft cap's slope. (The target column is written separately.)"""
+    work.mul_(r[:, None])
+    if smooth is not None:
+        work.sub_(smooth)
+    if slope is not None:
+        work.mul_(slope)
+
+
+def _target_gradient(rows, v, coef, p_y, e, C, weight, slope_y):
+    """d loss / d s at each row's target: c_n p_y - (e / C) w_y v_n - (1 - e) w_y v_n,
+    times the soft cap's slope there."""
+    g = coef * p_y - (1 - e) * rows.wy * v
+    if e > 0:
+        g = g - (e / C) * v * (rows.valid if weight is None else weight[rows.safe[:, 0]])
+    return g if slope_y is None else g * slope_y
+
+
+def _smoothing_term(v, e, C, weight):
+    """(e / C) w_j v_n: the smoothing part of the gradient off the target."""
+    smooth = (e / C) * v[:, None]
+    return smooth if weight is None else smooth * weight
+
+
 def chunk_loss_and_grad_(work, target, *, weight, ignore_index, label_smoothing, z_loss, softcap,
                          grad_scale, raw=None, stats=None):
-    """The kernel on one chunk.
+    """The kernel on one chunk of rows held in the compute dtype.
 
     work: (n, C) logits in the compute dtype (float32/float64), overwritten
         with d loss / d logits times ``grad_scale`` when that is given.
@@ -64,50 +168,28 @@ def chunk_loss_and_grad_(work, target, *, weight, ignore_index, label_smoothing,
     """
     n, C = work.shape
     e = label_smoothing
-    dt = work.dtype
-    counted = target != ignore_index
-    valid = counted.to(dt)  # 0/1 in the compute dtype: a bool times a float would be float32
-    safe = torch.where(counted, target, torch.zeros_like(target))[:, None]
-    if softcap is not None:
-        if raw is None and grad_scale is not None:
-            raw = work.clone()
-        work.div_(softcap).tanh_().mul_(softcap)  # s = c tanh(x / c)
-    if stats is not None:
-        hit = work.argmax(1) == target
-    s_y = work.gather(1, safe)[:, 0]
-    if e > 0:
-        wsum = (work if weight is None else work * weight).sum(1)  # sum_c w_c s_c
-    m = work.amax(1, keepdim=True)
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-    work.sub_(m).exp_()  # e^(s - m), the only exponential pass
-    total = work.sum(1)
+    rows = _rows(target, weight, ignore_index, C, work.dtype)
+    if softcap is not None and raw is None and grad_scale is not None:
+        raw = work.clone()
+    s_y = _capped((work if raw is None else raw).gather(1, rows.safe)[:, 0].to(work.dtype), softcap)
+    _capped(work, softcap)
+    hits = [] if stats is not None else None
+    m, total, wsum = _exp_pass_(work, work, weight, e, hits, target)
     lse = m[:, 0] + total.log()
-    if weight is None:
-        wy, W = valid, float(C)
-    else:
-        wy, W = weight[safe[:, 0]] * valid, weight.sum()
-    # loss_n = (1 - e) w_y (LSE - s_y) + (e / C)(W LSE - sum_c w_c s_c) + z LSE^2, on counted rows
-    loss = (1 - e) * wy * torch.where(counted, lse - s_y, torch.zeros_like(lse))
-    if e > 0:
-        loss = loss + (e / C) * valid * torch.where(counted, W * lse - wsum, torch.zeros_like(lse))
-    if z_loss > 0:
-        loss = loss + z_loss * valid * torch.where(counted, lse * lse, torch.zeros_like(lse))
+    loss = _row_losses(rows, lse, s_y, wsum, e, z_loss, C)
     if stats is not None:
-        stats.append((lse, hit & counted))
+        stats.append((lse, hits[0] & rows.counted))
     if grad_scale is None:
         return loss
-    v = valid * grad_scale  # the row's scale, 0 on ignored rows
-    # A p_j - a_j + 2 z LSE p_j with p_j = e^(s_j - m) / total
-    coef = v * ((1 - e) * wy + (e / C) * W * valid)
+    v = rows.valid * grad_scale  # the row's scale, 0 on ignored rows
+    coef = _coefficient(rows, v, e, C)
     if z_loss > 0:
-        coef = coef + v * 2 * z_loss * torch.where(counted, lse, torch.zeros_like(lse))
-    work.mul_((coef / total)[:, None])
-    if e > 0:
-        smooth = (e / C) * v[:, None]
-        work.sub_(smooth if weight is None else smooth * weight)
-    work.scatter_add_(1, safe, (-(1 - e) * wy * v)[:, None])
-    if softcap is not None:  # ds/dx = 1 - tanh(x / c)^2
-        work.mul_(1 - torch.tanh(raw / softcap) ** 2)
+        coef = coef + _z_coefficient(rows.counted, v, lse, z_loss)
+    slope = None if softcap is None else _cap_slope(raw, softcap)
+    _gradient_pass_(work, coef / total, _smoothing_term(v, e, C, weight) if e > 0 else None, slope)
+    g_y = _target_gradient(rows, v, coef, (s_y - lse).exp(), e, C, weight,
+                           None if slope is None else slope.gather(1, rows.safe)[:, 0])
+    work.scatter_(1, rows.safe, g_y[:, None])
     return loss
 
 
@@ -120,7 +202,33 @@ def scale_kept_gradient(grad, g):
     keep = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
     if keep is None or torch.compiler.is_compiling() or keep():
         return grad * g
+    if is_one_on_cpu(g):
+        return grad  # ``loss.backward()``: nothing to scale
+    if grad.device.type == "cpu" and grad.dtype in (torch.bfloat16, torch.float16) and grad.dim() > 0:
+        return _scale_half_in_chunks_(grad, g)
     return grad.mul_(g)
+
+
+def is_one_on_cpu(g) -> bool:
+    """``grad_output`` is a CPU scalar equal to 1 (``loss.backward()``), so a
+    backward can hand its kept gradient over unscaled. Reading a CPU value
+    costs nothing; CUDA tensors, and tracing under ``torch.compile``, always
+    get False, so no host synchronisation is ever made."""
+    return g.device.type == "cpu" and g.dim() == 0 and not torch.compiler.is_compiling() and g.item() == 1.0
+
+
+def _scale_half_in_chunks_(grad, g):
+    """``grad.mul_(g)`` for a half-precision CPU tensor, through float32
+    chunks: torch's CPU multiply of a bfloat16 tensor, by a per-row factor
+    above all, is slower than a conversion to float32 and back. What the
+    pass costs is in ``BENCHMARKS.md`` (the scaled-loss table of
+    ``benchmarks/bench_cross_entropy.py``)."""
+    g = g.expand_as(grad)  # a view: no copy
+    step = _rows_per_chunk(grad[0].numel())
+    for r0 in range(0, grad.shape[0], step):
+        chunk = grad[r0:r0 + step]
+        chunk.copy_(chunk.float().mul_(g[r0:r0 + step]))
+    return grad
 
 
 def _denominator(target, weight, ignore_index, dtype):
@@ -135,7 +243,16 @@ def _safe_inverse(d):
 
 
 def _forward(x, target, weight, ignore_index, reduction, e, z, cap, want_grad, inplace, num_items, want_stats):
-    """Loss (reduced), the stored gradient (or None) and optional stats."""
+    """Loss (reduced), the stored gradient (or None) and optional stats.
+
+    What depends only on the targets (ignored rows, w_y, the target logit,
+    the gradient's row coefficients) is computed once for all rows; the loop
+    over chunks does only the passes over the classes: max, exponentials and
+    their sum, and the scaling into the gradient buffer. The target column of
+    the gradient is written afterwards, for all rows at once, from the row
+    statistics (it is c_n p_y minus the target's share, with
+    p_y = e^(s_y - LSE), in the compute dtype and rounded once).
+    """
     N, C = x.shape
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     w = None if weight is None else weight.to(cdt)
@@ -143,30 +260,54 @@ def _forward(x, target, weight, ignore_index, reduction, e, z, cap, want_grad, i
     if reduction == "mean":
         den = _denominator(target, weight, ignore_index, cdt) if num_items is None else \
             torch.as_tensor(num_items, dtype=cdt, device=x.device)
-    scale = None
+    rows = _rows(target, w, ignore_index, C, cdt)
+    raw_y = x.gather(1, rows.safe)[:, 0].to(cdt)  # before inplace_backward overwrites x
+    s_y = _capped(raw_y.clone(), cap)
+    grad = v = coef = smooth = None
     if want_grad:
-        scale = _safe_inverse(den) if reduction == "mean" else torch.ones((), dtype=cdt, device=x.device)
+        v = rows.valid * (_safe_inverse(den) if reduction == "mean" else 1.0)  # 0 on ignored rows
+        coef = _coefficient(rows, v, e, C)
+        smooth = _smoothing_term(v, e, C, w) if e > 0 else None
         grad = x if inplace else torch.empty_like(x)
-    loss = torch.empty(N, dtype=cdt, device=x.device)
-    stats = [] if want_stats else None
+    ms, totals, wsums, hits = [], [], [], ([] if want_stats else None)
     step = _rows_per_chunk(C)
     same = x.dtype == cdt
+    # Work in the gradient buffer itself when it has the compute dtype; else
+    # in one chunk-sized float32 buffer, converted on the way in and out.
     work_buf = None if same and want_grad else torch.empty((min(step, N), C), dtype=cdt, device=x.device)
     for r0 in range(0, N, step):
         r1 = min(r0 + step, N)
-        if same and want_grad:
-            work = grad[r0:r1]
-            if not inplace:
-                work.copy_(x[r0:r1])
+        xc = x[r0:r1]
+        work = grad[r0:r1] if work_buf is None else work_buf[: r1 - r0]
+        slope = _cap_slope(xc.to(cdt), cap) if cap is not None and want_grad else None
+        if same and cap is None:
+            src = xc  # read once: the max, then e^(x - m) written straight into work
         else:
-            work = work_buf[: r1 - r0]
-            work.copy_(x[r0:r1])
-        raw = x[r0:r1] if (cap is not None and not inplace) else None
-        loss[r0:r1] = chunk_loss_and_grad_(work, target[r0:r1], weight=w, ignore_index=ignore_index,
-                                           label_smoothing=e, z_loss=z, softcap=cap, grad_scale=scale,
-                                           raw=None if raw is None else raw.to(cdt), stats=stats)
-        if want_grad and not same:
-            grad[r0:r1].copy_(work)
+            src = _capped(work.copy_(xc), cap)  # same dtype: a copy; half: the conversion
+        m, total, wsum = _exp_pass_(work, src, w, e, hits, None if hits is None else target[r0:r1])
+        ms.append(m)
+        totals.append(total)
+        wsums.append(wsum)
+        if want_grad:
+            r = coef[r0:r1]
+            if z > 0:
+                r = r + _z_coefficient(rows.counted[r0:r1], v[r0:r1], m[:, 0] + total.log(), z)
+            _gradient_pass_(work, r / total, None if smooth is None else smooth[r0:r1], slope)
+            if work_buf is not None:
+                grad[r0:r1].copy_(work)
+    m = torch.cat(ms)[:, 0] if ms else torch.zeros(0, dtype=cdt, device=x.device)
+    total = torch.cat(totals) if totals else torch.ones(0, dtype=cdt, device=x.device)
+    lse = m + total.log()
+    wsum = torch.cat(wsums) if e > 0 and wsums else None
+    loss = _row_losses(rows, lse, s_y, wsum, e, z, C)
+    if want_grad:
+        if z > 0:
+            coef = coef + _z_coefficient(rows.counted, v, lse, z)
+        g_y = _target_gradient(rows, v, coef, (s_y - lse).exp(), e, C, w,
+                               None if cap is None else _cap_slope(raw_y, cap))
+        # index_put_ writes the N elements; torch's CPU scatter_ into a
+        # bfloat16 tensor would convert the whole tensor to do the same
+        grad.index_put_((torch.arange(N, device=x.device), rows.safe[:, 0]), g_y.to(grad.dtype))
     if reduction == "none":
         value = loss
     elif reduction == "sum":
@@ -175,13 +316,11 @@ def _forward(x, target, weight, ignore_index, reduction, e, z, cap, want_grad, i
         value = loss.sum() * _safe_inverse(den)
     out_stats = None
     if want_stats:
-        lse = torch.cat([s[0] for s in stats]) if stats else torch.zeros(0, dtype=cdt, device=x.device)
-        hits = torch.cat([s[1] for s in stats]) if stats else torch.zeros(0, dtype=torch.bool, device=x.device)
-        counted = (target != ignore_index)
-        zl = z * lse * lse * counted
-        acc = hits.sum().to(cdt) * _safe_inverse(counted.sum().to(cdt))
+        hit = torch.cat(hits) if hits else torch.zeros(0, dtype=torch.bool, device=x.device)
+        zl = z * lse * lse * rows.counted
+        acc = (hit & rows.counted).sum().to(cdt) * _safe_inverse(rows.counted.sum().to(cdt))
         out_stats = CrossEntropyStats(lse, zl, acc)
-    return value.to(x.dtype), (grad if want_grad else None), out_stats
+    return value.to(x.dtype), grad, out_stats
 
 
 class _FusedCrossEntropy(torch.autograd.Function):
