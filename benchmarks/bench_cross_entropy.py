@@ -9,7 +9,7 @@ Methods: ``crossentropy.cross_entropy`` (fused kernel), the same with
 one process, interleaved, median of ``--reps`` rounds. Extra peak memory over
 the logits: each method in its own subprocess (see ``_measure.py``).
 
-A third table scales the loss before ``backward()`` (``(loss / 4).backward()``,
+A third table scales the loss before ``backward()`` (``(loss * 0.25).backward()``,
 as gradient accumulation does), so that the backward multiplies the kept
 gradient by a grad_output other than 1 (for bfloat16, in float32 chunks).
 
