@@ -301,3 +301,14 @@ def test_unit_and_other_grad_outputs_with_and_without_a_retained_graph():
         a = x.clone().requires_grad_(True)
         ce.cross_entropy(a, t).backward(torch.tensor(g, dtype=torch.float64), retain_graph=retain)
         assert_close(a.grad, g * want, rtol=1e-12)
+
+
+def test_half_gradient_of_no_rows_scaled_by_grad_output():
+    """An empty half-precision batch with a grad_output other than 1: an
+    empty gradient of the input's shape, as torch gives."""
+    x = torch.zeros(0, 5, dtype=torch.bfloat16, requires_grad=True)
+    r = x.detach().double().requires_grad_(True)
+    t = torch.zeros(0, dtype=torch.long)
+    (ce.cross_entropy(x, t, reduction="sum") * 0.5).backward()
+    (F.cross_entropy(r, t, reduction="sum") * 0.5).backward()
+    assert x.grad.shape == r.grad.shape == (0, 5) and x.grad.dtype == torch.bfloat16

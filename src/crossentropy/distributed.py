@@ -44,7 +44,7 @@ import torch.distributed as dist
 
 from . import _checks
 from ._torch import linear as _linear
-from ._torch.fused import is_one_on_cpu
+from ._torch.fused import scale_kept_gradient
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
 
@@ -224,8 +224,7 @@ class _VocabParallelCE(torch.autograd.Function):
     def backward(ctx, grad_output):
         grad, ctx.grad = ctx.grad, None
         g = grad_output.to(grad.dtype)
-        if not is_one_on_cpu(g):
-            grad = grad.mul_(g.reshape(-1, 1) if ctx.shard.reduction == "none" else g)
+        grad = scale_kept_gradient(grad, g.reshape(-1, 1) if ctx.shard.reduction == "none" else g)
         return grad.view(ctx.shape).to(ctx.dtype), None, None, None  # logits, target, shard, count
 
 

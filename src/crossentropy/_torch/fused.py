@@ -44,6 +44,7 @@ costs nothing, and not while tracing.
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -114,15 +115,15 @@ def _z_coefficient(counted, v, lse, z_loss):
 
 def _exp_pass_(work, src, weight, e, stats, target):
     """One chunk's row statistics, writing e^(s - m) into ``work``: ``src``
-    holds the (capped) logits s, and may be ``work`` itself. Returns the row
+    holds the (capped) logits s in ``work``'s dtype, and may be ``work`` itself. Returns the row
     maxima m (n, 1), the sums of the exponentials (n,), and sum_c w_c s_c
     (n,) when smoothing needs it. With ``stats``, appends argmax == target."""
     if stats is not None:
         stats.append(src.argmax(1) == target)
     wsum = None
     if e > 0:
-        wsum = (src if weight is None else src * weight).sum(1).to(work.dtype)
-    m = src.amax(1, keepdim=True).to(work.dtype)
+        wsum = (src if weight is None else src * weight).sum(1)
+    m = src.amax(1, keepdim=True)
     m.nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)  # a row of -inf (or inf) gives NaN, not a shifted 0/0
     torch.sub(src, m, out=work).exp_()  # e^(s - m), the only exponential pass
     return m, work.sum(1), wsum
@@ -202,19 +203,12 @@ def scale_kept_gradient(grad, g):
     keep = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
     if keep is None or torch.compiler.is_compiling() or keep():
         return grad * g
-    if is_one_on_cpu(g):
-        return grad  # ``loss.backward()``: nothing to scale
-    if grad.device.type == "cpu" and grad.dtype in (torch.bfloat16, torch.float16) and grad.dim() > 0:
-        return _scale_half_in_chunks_(grad, g)
+    if grad.device.type == "cpu":  # CUDA tensors never come here: no host sync
+        if g.dim() == 0 and g.item() == 1.0:
+            return grad  # ``loss.backward()``: nothing to scale (reading a CPU value costs nothing)
+        if grad.dtype in (torch.bfloat16, torch.float16) and grad.dim() > 0:
+            return _scale_half_in_chunks_(grad, g)
     return grad.mul_(g)
-
-
-def is_one_on_cpu(g) -> bool:
-    """``grad_output`` is a CPU scalar equal to 1 (``loss.backward()``), so a
-    backward can hand its kept gradient over unscaled. Reading a CPU value
-    costs nothing; CUDA tensors, and tracing under ``torch.compile``, always
-    get False, so no host synchronisation is ever made."""
-    return g.device.type == "cpu" and g.dim() == 0 and not torch.compiler.is_compiling() and g.item() == 1.0
 
 
 def _scale_half_in_chunks_(grad, g):
@@ -224,7 +218,7 @@ def _scale_half_in_chunks_(grad, g):
     pass costs is in ``BENCHMARKS.md`` (the scaled-loss table of
     ``benchmarks/bench_cross_entropy.py``)."""
     g = g.expand_as(grad)  # a view: no copy
-    step = _rows_per_chunk(grad[0].numel())
+    step = _rows_per_chunk(math.prod(grad.shape[1:]))  # a row's elements; grad may have no rows
     for r0 in range(0, grad.shape[0], step):
         chunk = grad[r0:r0 + step]
         chunk.copy_(chunk.float().mul_(g[r0:r0 + step]))
@@ -283,7 +277,9 @@ def _forward(x, target, weight, ignore_index, reduction, e, z, cap, want_grad, i
         if same and cap is None:
             src = xc  # read once: the max, then e^(x - m) written straight into work
         else:
-            src = _capped(work.copy_(xc), cap)  # same dtype: a copy; half: the conversion
+            if not (inplace and same):  # with inplace_backward, work is xc itself
+                work.copy_(xc)  # same dtype: a copy; half: the conversion
+            src = _capped(work, cap)
         m, total, wsum = _exp_pass_(work, src, w, e, hits, None if hits is None else target[r0:r1])
         ms.append(m)
         totals.append(total)

@@ -20,7 +20,7 @@ import torch
 
 from .. import _checks
 from ..linear import default_chunk_size
-from .fused import chunk_loss_and_grad_, is_one_on_cpu
+from .fused import chunk_loss_and_grad_, scale_kept_gradient
 
 
 @dataclass
@@ -246,9 +246,8 @@ def hand_over(ctx, grad_output):
     the context keeps nothing."""
     grads, ctx.grads = ctx.grads, None
     g = grad_output.to(ctx.plan.cdt)
-    if is_one_on_cpu(g):
-        return tuple(None if t is None else t.to(dt) for t, dt in zip(grads, ctx.dtypes))
-    return tuple(None if t is None else t.mul_(g.to(t.dtype)).to(dt) for t, dt in zip(grads, ctx.dtypes))
+    return tuple(None if t is None else scale_kept_gradient(t, g.to(t.dtype)).to(dt)
+                 for t, dt in zip(grads, ctx.dtypes))
 
 
 def _cast(g, like):
