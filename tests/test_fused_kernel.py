@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 import crossentropy as ce
-from crossentropy._torch import fused
+from crossentropy._torch import cross_entropy as fused
 from conftest import assert_close
 
 OPTIONS = [dict(), dict(label_smoothing=0.1, z_loss=1e-3, softcap=8.0), dict(ignore_index=3, label_smoothing=0.2)]
@@ -165,7 +165,7 @@ def test_chunk_boundaries_do_not_matter(monkeypatch):
     x, t = _data((37, 0), 23, dtype=torch.float64)
     want = ce.cross_entropy.value_and_grad(x, t, label_smoothing=0.1)
     for rows in (1, 4, 37, 100):
-        monkeypatch.setattr(fused, "_rows_per_chunk", lambda C, rows=rows: rows)
+        monkeypatch.setattr(fused, "rows_per_block", lambda C, rows=rows: rows)
         a = x.clone().requires_grad_(True)
         v = ce.cross_entropy(a, t, label_smoothing=0.1)
         v.backward()
@@ -204,7 +204,7 @@ def test_torch_compile_fullgraph_agrees():
 
 @pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
 def test_torch_compile_fullgraph_binary_kernels(monkeypatch):
-    from crossentropy._torch import elementwise
+    from crossentropy._torch import binary as elementwise
 
     monkeypatch.setattr(elementwise, "_CHUNK_ELEMS", 7)  # eager walks 8 chunks; compile traces one
     g = torch.Generator().manual_seed(3)
@@ -243,7 +243,7 @@ _BINARY_LAYOUTS = [
 @pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
 def test_binary_kernels_in_chunks_match_torch(monkeypatch, chunk, layout, reduction, dtype):
-    from crossentropy._torch import elementwise
+    from crossentropy._torch import binary as elementwise
     from cases import ref_sigmoid_focal_loss
 
     monkeypatch.setattr(elementwise, "_CHUNK_ELEMS", chunk)
@@ -279,7 +279,7 @@ def test_half_gradient_scaled_by_grad_output_in_chunks(monkeypatch, dtype, reduc
     """A grad_output other than 1 (gradient accumulation's ``loss / k``, or a
     per-row one) multiplies a half-precision gradient through float32 chunks;
     3 rows a chunk so that 40 rows take several, and the last a short one."""
-    monkeypatch.setattr(fused, "_rows_per_chunk", lambda C: 3)
+    monkeypatch.setattr(fused, "rows_per_block", lambda C: 3)
     x, t = _data((40, 0), 257, dtype=dtype)
     g = torch.full((), 0.25) if reduction == "mean" else \
         torch.rand(40, generator=torch.Generator().manual_seed(2)) + 0.5

@@ -2,11 +2,10 @@
 
 Every function takes NumPy arrays, PyTorch tensors or any array-API array and
 returns the same kind. Every loss ``f`` also has ``f.value_and_grad(...)``.
+The layers, and what each may import, are in ``docs/architecture.md``.
 """
 
-from .gradcheck import GradCheck, check_grad
-from .links import log_sigmoid, log_softmax, logsumexp, sigmoid, softmax, softmax_jacobian
-from .losses import (
+from .functional import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
     CrossEntropyStats,
@@ -17,9 +16,13 @@ from .losses import (
     js_divergence,
     kl_div,
     kl_divergence,
+    linear_cross_entropy,
+    LinearCrossEntropyGrads,
     nll_loss,
     sigmoid_focal_loss,
 )
+from .gradcheck import GradCheck, check_grad
+from .links import log_sigmoid, log_softmax, logsumexp, sigmoid, softmax, softmax_jacobian
 
 __version__ = "0.1.0"
 
@@ -42,16 +45,8 @@ __all__ = [
     "kl_divergence",
     "js_divergence",
     "kl_div",
+    "linear_cross_entropy",
+    "LinearCrossEntropyGrads",
     "check_grad",
     "GradCheck",
 ]
-
-
-def __getattr__(name):
-    # torch-only entry points, imported on first use so that `import crossentropy`
-    # needs only NumPy.
-    if name == "linear_cross_entropy":
-        from .linear import linear_cross_entropy
-
-        return linear_cross_entropy
-    raise AttributeError(f"module 'crossentropy' has no attribute {name!r}")

@@ -23,14 +23,12 @@ import array_api_compat
 __all__ = [
     "namespace",
     "is_torch",
-    "is_numpy",
     "compute_dtype",
     "to_compute",
     "as_array_like",
     "on_cpu",
     "to_float64_numpy",
     "stop_gradient",
-    "axis_index",
     "device",
 ]
 
@@ -83,10 +81,6 @@ def _torch_namespace():
 
 def is_torch(a: Any) -> bool:
     return array_api_compat.is_torch_array(a)
-
-
-def is_numpy(a: Any) -> bool:
-    return array_api_compat.is_numpy_array(a)
 
 
 def on_cpu(a: Any) -> bool:
@@ -160,16 +154,6 @@ def stop_gradient(a):
     as the max-shift of logsumexp, so that autograd does not do useless work.
     """
     return a.detach() if is_torch(a) else a
-
-
-def axis_index(name: str, axis, ndim: int) -> int:
-    """``axis`` normalised to [0, ndim), with an error naming it otherwise."""
-    from ._checks import integer
-
-    axis = integer(name, axis)
-    if not -ndim <= axis < ndim:
-        raise ValueError(f"{name}={axis} is out of range for an array of {ndim} dimension(s)")
-    return axis % ndim
 
 
 def device(a):

@@ -1,4 +1,4 @@
-"""Validation and reduction, written once and used by every function.
+"""Validation, written once: every public entry point checks its arguments here.
 
 Every error names the argument and the bad value. Checks that must look at
 the data (class indices in range, probabilities in [0, 1]) run on CPU arrays
@@ -11,18 +11,44 @@ checks run everywhere; they cost nothing.
 from __future__ import annotations
 
 import math
+import os
+import sys
+import warnings
 from numbers import Integral, Real
+from typing import NamedTuple
 
-from ._array import device as _device
-from ._array import on_cpu
+from ._array import as_array_like, compute_dtype, on_cpu
 
 REDUCTIONS = ("none", "mean", "sum")
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def warn(message: str, category=UserWarning) -> None:
+    """``warnings.warn`` pointing at the caller's line: the first frame outside
+    this package (and outside torch's autograd, which may sit in between)."""
+    level, frame = 2, sys._getframe(1)  # stacklevel 2 is the caller of this function
+    while frame is not None and (frame.f_code.co_filename.startswith(_PACKAGE)
+                                 or f"{os.sep}torch{os.sep}autograd{os.sep}" in frame.f_code.co_filename):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, category, stacklevel=level)
 
 
 def reduction(value, allowed=REDUCTIONS) -> str:
-    if value not in allowed:
+    if not isinstance(value, str) or value not in allowed:
         raise ValueError(f"reduction={value!r} is not one of {', '.join(map(repr, allowed))}")
     return value
+
+
+_reduction = reduction  # for the functions below, whose argument of that name shadows it
+
+
+def _interval(low, high, low_open) -> str:
+    """The allowed range in words: "in [0.0, 1.0]", ">= 0.0", "> 0.0", "<= 1.0"."""
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low}, {high}]"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low}"
+    return f"<= {high}"
 
 
 def real(name: str, value, *, low=None, high=None, low_open=False, allow_none=False):
@@ -34,13 +60,9 @@ def real(name: str, value, *, low=None, high=None, low_open=False, allow_none=Fa
     value = float(value)
     if math.isnan(value):
         raise ValueError(f"{name}={value} must not be NaN")
-    if low is not None and (value <= low if low_open else value < low):
-        bound = f"> {low}" if low_open else f">= {low}"
-        if high is not None:
-            bound = f"in {'(' if low_open else '['}{low}, {high}]"
-        raise ValueError(f"{name}={value} must be {bound}")
-    if high is not None and value > high:
-        raise ValueError(f"{name}={value} must be in [{low}, {high}]")
+    too_low = low is not None and (value <= low if low_open else value < low)
+    if too_low or (high is not None and value > high):
+        raise ValueError(f"{name}={value} must be {_interval(low, high, low_open)}")
     return value
 
 
@@ -50,8 +72,16 @@ def integer(name: str, value) -> int:
     return int(value)
 
 
-def logits(xp, x, name: str = "input", min_ndim: int = 1):
-    """Floating input with at least ``min_ndim`` dimensions."""
+def axis(name: str, value, ndim: int) -> int:
+    """``value`` normalised to [0, ndim), with an error naming it otherwise."""
+    value = integer(name, value)
+    if not -ndim <= value < ndim:
+        raise ValueError(f"{name}={value} is out of range for an array of {ndim} dimension(s)")
+    return value % ndim
+
+
+def floating(xp, x, name: str = "input", min_ndim: int = 1):
+    """Floating ``x`` with at least ``min_ndim`` dimensions."""
     if not xp.isdtype(x.dtype, "real floating"):
         raise TypeError(
             f"{name} must have a real floating dtype, got {x.dtype}; "
@@ -96,59 +126,69 @@ def probabilities(xp, p, name: str, *, high=None) -> None:
     """No NaN and nothing negative (and nothing above ``high`` when given)."""
     if not on_cpu(p) or math.prod(p.shape) == 0:
         return
+    allowed = f"in [0, {high}]" if high is not None else ">= 0"
     if bool(xp.any(xp.isnan(p))):
-        raise ValueError(f"{name} contains NaN; probabilities must be numbers in [0, {high or 'inf'}]")
+        raise ValueError(f"{name} contains NaN; probabilities must be numbers {allowed}")
     low = xp.min(p)
     if bool(low < 0):
-        raise ValueError(f"{name} contains {float(low)}; probabilities must be >= 0")
+        raise ValueError(f"{name} contains {float(low)}; probabilities must be {allowed}")
     if high is not None:
         top = xp.max(p)
         if bool(top > high):
-            raise ValueError(f"{name} contains {float(top)}; probabilities must be in [0, {high}]")
+            raise ValueError(f"{name} contains {float(top)}; probabilities must be {allowed}")
+
+
+def no_nan(xp, a, name: str) -> None:
+    if on_cpu(a) and math.prod(a.shape) and bool(xp.any(xp.isnan(a))):
+        raise ValueError(f"{name} contains NaN")
 
 
 # ---------------------------------------------------------------------------
-# Reduction. ``loss`` holds one value per row (per element for elementwise
-# losses); ``denominator`` is what "mean" divides by. When the denominator is
-# 0 (every target ignored, or zero total weight) "mean" gives 0 and a zero
-# gradient instead of PyTorch's 0/0 = NaN. Nothing here reads a value back to
-# the host, so it is safe on accelerators and under graph capture.
+# The options of the cross-entropy family, checked in one place for every
+# entry point: the functions, the torch kernels, linear and vocab-parallel
+# cross-entropy, and the nn modules (which check at construction).
 # ---------------------------------------------------------------------------
 
 
-def _safe(xp, d):
-    return xp.where(d == 0, xp.ones_like(d), d)
+class CrossEntropyOptions(NamedTuple):
+    reduction: str
+    ignore_index: int
+    label_smoothing: float
+    z_loss: float
+    softcap: float | None
 
 
-def reduce(xp, loss, how: str, denominator=None):
-    if how == "none":
-        return loss
-    total = xp.sum(loss)
-    if how == "sum":
-        return total
-    if denominator is None:
-        denominator = math.prod(loss.shape)
-    d = xp.asarray(denominator, dtype=total.dtype, device=_device(total))
-    return xp.where(d == 0, xp.zeros_like(total), total / _safe(xp, d))
+def cross_entropy_options(reduction="mean", ignore_index=-100, label_smoothing=0.0, z_loss=0.0,
+                          softcap=None) -> CrossEntropyOptions:
+    return CrossEntropyOptions(
+        _reduction(reduction),
+        integer("ignore_index", ignore_index),
+        real("label_smoothing", label_smoothing, low=0.0, high=1.0),
+        real("z_loss", z_loss, low=0.0),
+        real("softcap", softcap, low=0.0, low_open=True, allow_none=True),
+    )
 
 
-def scale(xp, grad_output, how: str, row_shape, dtype, like, denominator=None):
-    """What each row's unit gradient is multiplied by: d value / d loss_row times grad_output."""
-    dev = _device(like)
-    if grad_output is None:
-        g = xp.ones(() if how != "none" else tuple(row_shape), dtype=dtype, device=dev)
-    else:
-        g = xp.asarray(grad_output, device=dev)
-        want = tuple(row_shape) if how == "none" else ()
-        if tuple(g.shape) != want:
-            raise ValueError(
-                f"grad_output has shape {tuple(g.shape)} but the value has shape {want} "
-                f"(reduction={how!r})"
-            )
-        g = xp.astype(g, dtype)
-    if how != "mean":
-        return g
-    if denominator is None:
-        denominator = math.prod(row_shape)
-    d = xp.asarray(denominator, dtype=dtype, device=dev)
-    return xp.where(d == 0, xp.zeros_like(g), g / _safe(xp, d))
+def focal_gamma(gamma) -> float:
+    """The focusing exponent of both focal losses, ``gamma >= 0``."""
+    return real("gamma", gamma, low=0.0)
+
+
+def focal_alpha(alpha) -> float:
+    """The sigmoid focal loss's weight of the positive class: in [0, 1], or
+    negative for none (torchvision's convention)."""
+    return real("alpha", alpha, high=1.0)
+
+
+def class_weight(xp, weight, like, num_classes: int, name: str = "input"):
+    """Class weights: ``None``, or a 1-D array (or sequence) of ``num_classes``
+    real numbers, returned in ``like``'s compute dtype on its device."""
+    if weight is None:
+        return None
+    w = as_array_like(xp, weight, like, "weight")
+    if not xp.isdtype(w.dtype, ("real floating", "integral")) or w.ndim != 1 or w.shape[0] != num_classes:
+        raise ValueError(
+            f"weight must be a 1-D floating array of length C={num_classes}, "
+            f"got shape {tuple(w.shape)} and dtype {w.dtype}"
+        )
+    return xp.astype(w, compute_dtype(xp, like.dtype, name))

@@ -16,9 +16,9 @@ Stability idioms, written once here and reused by the losses:
 
 from __future__ import annotations
 
-from . import _array
-from ._array import namespace, stop_gradient, to_compute
-from ._checks import logits as _check_logits
+from ._array import device, namespace, stop_gradient, to_compute
+from ._checks import axis as _check_axis
+from ._checks import floating as _check_floating
 
 __all__ = ["logsumexp", "softmax", "log_softmax", "sigmoid", "log_sigmoid", "softmax_jacobian"]
 
@@ -29,39 +29,68 @@ __all__ = ["logsumexp", "softmax", "log_softmax", "sigmoid", "log_sigmoid", "sof
 # ----------------------------------------------------------------------------
 
 
-def _lse(xp, x, axis: int, keepdims: bool = True):
+def _shift(xp, x, axis: int):
+    """The row maximum ``m`` (keepdims) that logsumexp and softmax shift by, cut
+    from autograd (its gradient cancels). A row of all -inf (or with a +inf
+    entry) has no finite shift: 0 is used there, and exp/log then produce
+    -inf (or +inf) exactly. An empty axis has no maximum: shift by 0."""
+    if x.shape[axis] == 0:
+        shape = list(x.shape)
+        shape[axis] = 1
+        return xp.zeros(tuple(shape), dtype=x.dtype, device=device(x))
     m = xp.max(x, axis=axis, keepdims=True)
-    # A row of all -inf (or a +inf entry) has no finite shift; shift by 0 there
-    # and let exp/log produce -inf (or +inf) exactly.
-    m = stop_gradient(xp.where(xp.isfinite(m), m, xp.zeros_like(m)))
+    return stop_gradient(xp.where(xp.isfinite(m), m, xp.zeros_like(m)))
+
+
+def _lse(xp, x, axis: int, keepdims: bool = True):
+    """log sum_j e^{x_j} along ``axis``; -inf over an empty axis (log 0)."""
+    m = _shift(xp, x, axis)
     out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
     return out if keepdims else xp.squeeze(out, axis=axis)
 
 
 def _softmax(xp, x, axis: int):
-    m = xp.max(x, axis=axis, keepdims=True)
-    m = stop_gradient(xp.where(xp.isfinite(m), m, xp.zeros_like(m)))
-    e = xp.exp(x - m)
+    e = xp.exp(x - _shift(xp, x, axis))
     return e / xp.sum(e, axis=axis, keepdims=True)
 
 
-def _abs_exp(xp, x):
-    """``exp(-|x|)``, with ``|x|`` written as a ``where`` so that autograd takes
-    the derivative of the selected branch at 0 (``d|x|/dx = sign(x) = 0`` would
-    be wrong for the sigmoid there)."""
-    return xp.exp(-xp.where(x >= 0, x, -x))
+def _abs(xp, x):
+    """``|x|``, written as a ``where`` so that autograd takes the derivative of
+    the ``x >= 0`` branch at 0 (``d|x|/dx = sign(x) = 0`` there would be
+    wrong for the functions below); :func:`_positive_part` takes the same branch."""
+    return xp.where(x >= 0, x, -x)
 
 
-def _sigmoid(xp, x):
+def _positive_part(xp, x):
+    """``max(x, 0)``, with the ``x >= 0`` branch at 0 (see :func:`_abs`)."""
+    return xp.where(x >= 0, x, xp.zeros_like(x))
+
+
+def _negative_part(xp, x):
+    """``max(-x, 0)``, with the ``x >= 0`` branch at 0 (see :func:`_abs`)."""
+    return xp.where(x >= 0, xp.zeros_like(x), -x)
+
+
+def _softplus_parts(xp, x):
+    """``e = exp(-|x|)`` and ``l = log1p(e)``, from which every function of the
+    logistic model follows without overflow or cancellation:
+    softplus(x) = log(1 + e^x) = l + max(x, 0), softplus(-x) = l + max(-x, 0)
+    (:func:`_positive_part`, :func:`_negative_part`),
+    log sigma(x) = -softplus(-x), sigma(x) = [x >= 0 ? 1 : e] / (1 + e)."""
+    e = xp.exp(-_abs(xp, x))
+    return e, xp.log1p(e)
+
+
+def _sigmoid(xp, x, e=None):
     # 1/(1+e^-x) for x >= 0 and e^x/(1+e^x) for x < 0: every exp is <= 1.
-    e = _abs_exp(xp, x)
+    e = xp.exp(-_abs(xp, x)) if e is None else e
     return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
 
 
 def _log_sigmoid(xp, x):
-    # log sigma(x) = min(x, 0) - log1p(exp(-|x|)), branch by branch.
-    e = _abs_exp(xp, x)
-    return xp.where(x >= 0, -xp.log1p(e), x - xp.log1p(e))
+    # log sigma(x) = -softplus(-x) = -(log1p(exp(-|x|)) + max(-x, 0))
+    _, l = _softplus_parts(xp, x)
+    return -(l + _negative_part(xp, x))
 
 
 # ----------------------------------------------------------------------------
@@ -70,10 +99,23 @@ def _log_sigmoid(xp, x):
 
 
 def _prepare(x, axis, name="x"):
+    """Namespace, compute-dtype copy of ``x`` and the axis, an int in range.
+    ``axis=None`` means every axis at once: ``x`` is then flattened (the
+    caller reshapes the result back)."""
     xp = namespace(x=x)
-    _check_logits(xp, x, name, min_ndim=1 if axis is not None else 0)
-    ax = None if axis is None else _array.axis_index("axis", axis, x.ndim)
-    return xp, to_compute(xp, x, name), ax
+    _check_floating(xp, x, name, min_ndim=0)
+    xc = to_compute(xp, x, name)
+    if axis is None:
+        return xp, xp.reshape(xc, (-1,)), 0
+    if x.ndim == 0:
+        raise ValueError(f"axis={axis!r} is out of range for a 0-d {name}; use axis=None")
+    return xp, xc, _check_axis("axis", axis, x.ndim)
+
+
+def _elementwise(x, name="x"):
+    xp = namespace(x=x)
+    _check_floating(xp, x, name, min_ndim=0)
+    return xp, to_compute(xp, x, name)
 
 
 def logsumexp(x, axis=-1, keepdims=False):
@@ -85,18 +127,22 @@ def logsumexp(x, axis=-1, keepdims=False):
 
     Args:
         x: logits of shape ``(..., C, ...)``.
-        axis: the axis to reduce.
-        keepdims: keep the reduced axis with size 1.
+        axis: the axis to reduce, or ``None`` for all of them.
+        keepdims: keep the reduced axis (every axis for ``None``) with size 1.
 
     Returns:
-        The shape of ``x`` without ``axis`` (or with size 1 there), ``x``'s dtype.
+        The shape of ``x`` without ``axis`` (or with size 1 there), ``x``'s
+        dtype. Over an empty axis the sum is 0 and its log ``-inf``.
 
     >>> import numpy as np
     >>> float(logsumexp(np.array([1000.0, 1000.0])))
     1000.6931471805599
     """
     xp, xc, ax = _prepare(x, axis)
-    return xp.astype(_lse(xp, xc, ax, keepdims), x.dtype)
+    out = _lse(xp, xc, ax, keepdims)
+    if axis is None:
+        out = xp.reshape(out, (1,) * x.ndim if keepdims else ())
+    return xp.astype(out, x.dtype)
 
 
 def softmax(x, axis=-1):
@@ -110,7 +156,7 @@ def softmax(x, axis=-1):
     array([0.09  , 0.2447, 0.6652])
     """
     xp, xc, ax = _prepare(x, axis)
-    return xp.astype(_softmax(xp, xc, ax), x.dtype)
+    return xp.astype(xp.reshape(_softmax(xp, xc, ax), x.shape), x.dtype)
 
 
 def log_softmax(x, axis=-1):
@@ -124,7 +170,7 @@ def log_softmax(x, axis=-1):
     array([-1000.,     0.])
     """
     xp, xc, ax = _prepare(x, axis)
-    return xp.astype(xc - _lse(xp, xc, ax), x.dtype)
+    return xp.astype(xp.reshape(xc - _lse(xp, xc, ax), x.shape), x.dtype)
 
 
 def sigmoid(x):
@@ -134,7 +180,7 @@ def sigmoid(x):
     >>> sigmoid(np.array([-800.0, 0.0, 800.0]))
     array([0. , 0.5, 1. ])
     """
-    xp, xc, _ = _prepare(x, None)
+    xp, xc = _elementwise(x)
     return xp.astype(_sigmoid(xp, xc), x.dtype)
 
 
@@ -147,7 +193,7 @@ def log_sigmoid(x):
     >>> log_sigmoid(np.array([-800.0, 0.0, 2.0]))
     array([-8.00000000e+02, -6.93147181e-01, -1.26928011e-01])
     """
-    xp, xc, _ = _prepare(x, None)
+    xp, xc = _elementwise(x)
     return xp.astype(_log_sigmoid(xp, xc), x.dtype)
 
 
@@ -171,8 +217,10 @@ def softmax_jacobian(x, axis=-1):
     array([[ 0.25, -0.25],
            [-0.25,  0.25]])
     """
+    if axis is None:
+        raise ValueError("axis=None: softmax_jacobian needs the one axis that holds the classes")
     xp, xc, ax = _prepare(x, axis)
     p = xp.moveaxis(_softmax(xp, xc, ax), ax, -1)
-    eye = xp.eye(p.shape[-1], dtype=p.dtype, device=_array.device(p))
+    eye = xp.eye(p.shape[-1], dtype=p.dtype, device=device(p))
     jac = p[..., :, None] * eye - p[..., :, None] * p[..., None, :]
     return xp.astype(jac, x.dtype)

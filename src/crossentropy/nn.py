@@ -10,21 +10,20 @@ speed and memory.
 
 from __future__ import annotations
 
-import warnings
-
 import torch
 
 from . import _checks
-from .linear import linear_cross_entropy
-from .losses import (
+from .functional import (
     binary_cross_entropy,
     binary_cross_entropy_with_logits,
     cross_entropy,
     focal_loss,
     kl_div,
+    linear_cross_entropy,
     nll_loss,
     sigmoid_focal_loss,
 )
+from .losses.divergences import KL_DIV_REDUCTIONS
 
 __all__ = [
     "CrossEntropyLoss",
@@ -42,7 +41,7 @@ def _legacy_reduction(size_average, reduce, reduction):
     """PyTorch's deprecated ``size_average``/``reduce`` pair, read its way."""
     if size_average is None and reduce is None:
         return reduction
-    warnings.warn("size_average and reduce are deprecated, use reduction instead", UserWarning, stacklevel=3)
+    _checks.warn("size_average and reduce are deprecated, use reduction instead")
     size_average = True if size_average is None else size_average
     reduce = True if reduce is None else reduce
     return ("mean" if size_average else "sum") if reduce else "none"
@@ -66,11 +65,10 @@ class CrossEntropyLoss(_WeightedLoss):
     def __init__(self, weight=None, size_average=None, ignore_index=-100, reduce=None, reduction="mean",
                  label_smoothing=0.0, *, axis=None, z_loss=0.0, softcap=None, inplace_backward=False):
         super().__init__(weight, size_average, reduce, reduction)
-        self.ignore_index = _checks.integer("ignore_index", ignore_index)
-        self.label_smoothing = _checks.real("label_smoothing", label_smoothing, low=0.0, high=1.0)
+        options = _checks.cross_entropy_options(self.reduction, ignore_index, label_smoothing, z_loss, softcap)
+        self.ignore_index, self.label_smoothing = options.ignore_index, options.label_smoothing
+        self.z_loss, self.softcap = options.z_loss, options.softcap
         self.axis = axis
-        self.z_loss = _checks.real("z_loss", z_loss, low=0.0)
-        self.softcap = _checks.real("softcap", softcap, low=0.0, low_open=True, allow_none=True)
         self.inplace_backward = bool(inplace_backward)
 
     def forward(self, input, target):
@@ -113,7 +111,7 @@ class KLDivLoss(_Loss):
     """:func:`crossentropy.kl_div` as a module; ``torch.nn.KLDivLoss``'s signature."""
 
     def __init__(self, size_average=None, reduce=None, reduction="mean", log_target=False):
-        super().__init__(size_average, reduce, reduction, ("none", "batchmean", "sum", "mean"))
+        super().__init__(size_average, reduce, reduction, KL_DIV_REDUCTIONS)
         self.log_target = bool(log_target)
 
     def forward(self, input, target):
@@ -125,9 +123,9 @@ class FocalLoss(_WeightedLoss):
 
     def __init__(self, gamma=2.0, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0):
         super().__init__(weight, None, None, reduction)
-        self.gamma = _checks.real("gamma", gamma, low=0.0)
-        self.ignore_index = _checks.integer("ignore_index", ignore_index)
-        self.label_smoothing = _checks.real("label_smoothing", label_smoothing, low=0.0, high=1.0)
+        self.gamma = _checks.focal_gamma(gamma)
+        options = _checks.cross_entropy_options(self.reduction, ignore_index, label_smoothing)
+        self.ignore_index, self.label_smoothing = options.ignore_index, options.label_smoothing
 
     def forward(self, input, target):
         return focal_loss(input, target, self.gamma, self.weight, self.ignore_index, self.reduction,
@@ -143,8 +141,7 @@ class SigmoidFocalLoss(_Loss):
 
     def __init__(self, alpha=0.25, gamma=2.0, reduction="mean"):
         super().__init__(None, None, reduction)
-        self.alpha = _checks.real("alpha", alpha, high=1.0)
-        self.gamma = _checks.real("gamma", gamma, low=0.0)
+        self.alpha, self.gamma = _checks.focal_alpha(alpha), _checks.focal_gamma(gamma)
 
     def forward(self, inputs, targets):
         return sigmoid_focal_loss(inputs, targets, self.alpha, self.gamma, self.reduction)
@@ -155,8 +152,7 @@ class LinearCrossEntropyLoss(torch.nn.Module):
 
     ``torch.nn.LinearCrossEntropyLoss``'s signature (``in_features``,
     ``num_classes``, keyword-only ``bias=False``, ``device``, ``dtype``,
-    ``reduction``, ``weight``, ``ignore_index``, ``label_smoothing``; the
-    K-dimensional ``out_features`` is not supported), plus ``z_loss``,
+    ``reduction``, ``weight``, ``ignore_index``, ``label_smoothing``), plus ``z_loss``,
     ``softcap``, ``shift``, ``chunk_size`` and ``accum_dtype``. The layer is
     ``self.linear``, a ``torch.nn.Linear``, so checkpoints keep PyTorch's names.
     """
@@ -167,9 +163,11 @@ class LinearCrossEntropyLoss(torch.nn.Module):
         super().__init__()
         self.linear = torch.nn.Linear(in_features, num_classes, bias=bias, device=device, dtype=dtype)
         self.register_buffer("weight", weight)
-        self.reduction = _checks.reduction(reduction)
-        self.options = dict(ignore_index=ignore_index, label_smoothing=label_smoothing, z_loss=z_loss,
-                            softcap=softcap, shift=shift, chunk_size=chunk_size, accum_dtype=accum_dtype)
+        options = _checks.cross_entropy_options(reduction, ignore_index, label_smoothing, z_loss, softcap)
+        self.reduction = options.reduction
+        self.options = dict(ignore_index=options.ignore_index, label_smoothing=options.label_smoothing,
+                            z_loss=options.z_loss, softcap=options.softcap, shift=bool(shift), chunk_size=chunk_size,
+                            accum_dtype=accum_dtype)
 
     def forward(self, input, target):
         return linear_cross_entropy(input, self.linear.weight, target, linear_bias=self.linear.bias,

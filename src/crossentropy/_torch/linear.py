@@ -1,254 +1,263 @@
-"""The chunked driver and autograd Function behind ``crossentropy.linear_cross_entropy``.
+"""The chunked driver and the one autograd Function behind linear
+cross-entropy, single-device and vocab-parallel alike.
 
-Each chunk of rows goes through three steps:
+The rows that count (after ``shift``, and on CPU without the ignored ones)
+are walked in chunks; each chunk goes through three steps:
 
-1. logits = x_c @ W.T (+ b), float32 (the matmul runs in the input dtype);
-2. the fused kernel turns the logits, in place, into dL/dlogits, already
-   multiplied by each row's scale (grad_output / denominator), and returns
-   the chunk's per-row losses;
-3. grad_x_c = G @ W, grad_W += G.T @ x_c, grad_b += G.sum(0), with the weight
-   and bias gradients accumulated in ``accum_dtype``.
+1. logits = x_c @ W.T (+ b), in the compute dtype (the matmul runs in the
+   input dtype);
+2. ``_torch.cross_entropy.block_loss_and_grad_`` turns the logits, in place,
+   into dL/dlogits already multiplied by each row's scale, and returns the
+   chunk's loss rows; with ``shards`` (vocab-parallel) its statistics are
+   summed over the ranks first;
+3. grad_x_c = G @ W, grad_W += G.T @ x_c, grad_b += G.sum(0), the weight and
+   bias gradients accumulated in ``accum_dtype``.
+
+Only one chunk of logits is ever alive. With reduction ``"mean"`` or
+``"sum"`` the gradients are built in the forward pass and kept; with
+``"none"`` each row's grad_output is known only in backward, which forms each
+chunk's logits again.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
-import array_api_compat
 import torch
 
-from .. import _checks
-from ..linear import default_chunk_size
-from .fused import chunk_loss_and_grad_, scale_kept_gradient
+from .. import _reduce
+from .._array import namespace, on_cpu
+from .._autograd import refuse_double_backward, scale_kept_gradient
+from ..losses import cross_entropy as ce_math
+from .cross_entropy import block_loss_and_grad_, index_block_targets, probability_block_targets
+
+# The default chunk's floor: enough rows to amortise the weight-gradient
+# accumulator's traffic, unless that takes more than 64 MiB of float32 logits.
+_FLOOR_ROWS = 512
+_FLOOR_ELEMENTS = 1 << 24
+
+
+def default_chunk_size(n_rows: int, hidden: int, vocab: int) -> int:
+    """Rows per chunk, ``max(ceil(N / ceil(V / H)), min(512, 2**24 // V))``
+    and at most ``N`` (the memory model of ``crossentropy.functional.linear``)."""
+    like_input = math.ceil(n_rows / max(1, math.ceil(vocab / max(1, hidden))))
+    floor = min(_FLOOR_ROWS, _FLOOR_ELEMENTS // max(1, vocab))
+    return max(1, min(n_rows, max(like_input, floor)))
 
 
 @dataclass
 class Plan:
     """Everything the Function needs besides the differentiable tensors."""
 
-    segments: list  # [(x 2-D view, target 1-D view, rows slice of the flat loss)]
-    n_rows: int
-    loss_shape: tuple
-    weight: Any
-    reduction: str
-    ignore_index: int
-    label_smoothing: float
-    z_loss: float
-    softcap: Any
+    rows: Any  # (n,) int64 rows of x_rows that count, in order; None: all R rows, in order
+    n_rows: int  # how many rows are walked
+    index: Any  # (R, D) int64 safe class indices of each row's targets (global with shards), or None
+    counted: Any  # (R, D) bool: the target counts (after the shift: row t holds target t + 1)
+    probs: Any  # (R, D, C) probability targets in the compute dtype, or None
+    out_pos: Any  # (R,) where each row's D losses start in the flat "none" output
+    out_shape: tuple  # shape of the "none" output
+    classes: int  # C: classes per loss row (the shard's width with shards)
+    positions: int  # D: loss rows per input row (K-dimensional weight: d1 * ... * dK)
+    weight: Any  # class weights (C,) in the compute dtype (global with shards), or None
+    options: Any  # _checks.CrossEntropyOptions
     chunk_size: int
     accum_dtype: torch.dtype
-    denominator: Any  # 0-d tensor in the compute dtype for "mean", else None
-    shift: bool
     cdt: torch.dtype  # compute dtype: float64 for float64 input, else float32
-
-
-def prepare(input, linear_weight, target, linear_bias, weight, reduction, ignore_index,
-            label_smoothing, z_loss, softcap, shift, chunk_size, accum_dtype, num_items_in_batch,
-            num_classes=None) -> Plan:
-    """Validate the arguments and plan the chunks (no data is copied).
-    ``num_classes``: the global vocabulary when ``linear_weight`` is a shard."""
-    for name, t in (("input", input), ("linear_weight", linear_weight), ("target", target)):
-        if not isinstance(t, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if not input.is_floating_point():
-        raise TypeError(f"input must have a floating dtype, got {input.dtype}")
-    if input.dim() < 1 or linear_weight.dim() != 2 or linear_weight.shape[1] != input.shape[-1]:
-        raise ValueError(
-            f"linear_weight must have shape (V, H) with H = input.shape[-1] = "
-            f"{input.shape[-1] if input.dim() else None}, got {tuple(linear_weight.shape)}"
-        )
-    if linear_weight.dtype != input.dtype:
-        raise TypeError(f"linear_weight has dtype {linear_weight.dtype} but input has {input.dtype}")
-    V, H = linear_weight.shape
-    if linear_bias is not None and (linear_bias.shape != (V,) or linear_bias.dtype != input.dtype):
-        raise ValueError(f"linear_bias must have shape ({V},) and dtype {input.dtype}, "
-                         f"got {tuple(linear_bias.shape)} {linear_bias.dtype}")
-    if target.is_floating_point():
-        raise ValueError("linear_cross_entropy takes class indices; probability targets are not supported")
-    if tuple(target.shape) != tuple(input.shape[:-1]):
-        raise ValueError(f"target of shape {tuple(target.shape)} does not match input of shape "
-                         f"{tuple(input.shape)}: class indices need shape {tuple(input.shape[:-1])}")
-    _checks.reduction(reduction)
-    ignore_index = _checks.integer("ignore_index", ignore_index)
-    e = _checks.real("label_smoothing", label_smoothing, low=0.0, high=1.0)
-    z = _checks.real("z_loss", z_loss, low=0.0)
-    cap = _checks.real("softcap", softcap, low=0.0, low_open=True, allow_none=True)
-    _checks.class_indices(array_api_compat.array_namespace(target), target, num_classes or V, ignore_index)
-    if weight is not None:
-        if not isinstance(weight, torch.Tensor) or weight.shape != (V,):
-            raise ValueError(f"weight must be a 1-D tensor of length V={V}, got {getattr(weight, 'shape', weight)}")
-    if accum_dtype is None:
-        accum_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
-
-    # Segments: 2-D views of the rows, split at sequence ends when shifting.
-    if shift:
-        if input.dim() < 2:
-            raise ValueError(f"shift=True needs input of shape (..., T, H), got {tuple(input.shape)}")
-        T = input.shape[-2]
-        xs = input.reshape(-1, T, H)
-        ts = target.reshape(-1, T)
-        per = T - 1
-        segments = [(xs[b, :-1], ts[b, 1:], slice(b * per, (b + 1) * per)) for b in range(xs.shape[0])]
-        loss_shape = tuple(target.shape[:-1]) + (per,)
-    else:
-        segments = [(input.reshape(-1, H), target.reshape(-1), slice(0, target.numel()))]
-        loss_shape = tuple(target.shape)
-    n_rows = sum(s[1].numel() for s in segments)
-    if chunk_size is None:
-        chunk_size = default_chunk_size(n_rows, H, V)
-    chunk_size = _checks.integer("chunk_size", chunk_size)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size} must be >= 1")
-
-    cdt = torch.float64 if input.dtype == torch.float64 else torch.float32
-    denominator = None
-    if reduction == "mean":
-        if num_items_in_batch is not None:
-            denominator = torch.as_tensor(num_items_in_batch, dtype=cdt, device=input.device)
-        else:  # sum of w[y] over counted rows, without a host sync
-            denominator = torch.zeros((), dtype=cdt, device=input.device)
-            for _, t, _ in segments:
-                valid = t != ignore_index
-                if weight is None:
-                    denominator = denominator + valid.sum()
-                else:
-                    denominator = denominator + (weight.to(cdt)[torch.where(valid, t, 0)] * valid).sum()
-    return Plan(segments, n_rows, loss_shape, weight, reduction, ignore_index, e, z, cap,
-                chunk_size, accum_dtype, denominator, shift, cdt)
+    denominator: Any  # 0-d tensor for "mean", else None
+    shards: Any  # VocabShards, or None on one device
+    unit: Any  # d value / d loss_row for a unit grad_output (0-d)
 
 
 def _chunks(plan: Plan):
-    for x, t, rows in plan.segments:
-        for start in range(0, t.numel(), plan.chunk_size):
-            stop = min(start + plan.chunk_size, t.numel())
-            yield x[start:stop], t[start:stop], slice(rows.start + start, rows.start + stop)
+    """The rows of each chunk: a slice of ``x_rows``, or row ids."""
+    n = plan.n_rows
+    for start in range(0, n, plan.chunk_size):
+        stop = min(start + plan.chunk_size, n)
+        yield slice(start, stop) if plan.rows is None else plan.rows[start:stop]
 
 
-def _run(input, W, b, plan: Plan, row_scale, want):
-    """One pass over the chunks. ``row_scale``: None (losses only) or a
-    function giving each chunk's (n,) or 0-d gradient multiplier. ``want``:
-    which gradients to build, (input, weight, bias)."""
-    V, H = W.shape
-    cdt = plan.cdt
-    loss = torch.empty(plan.n_rows, dtype=cdt, device=input.device)
-    need_grad = row_scale is not None
-    gx = torch.zeros_like(input) if need_grad and want[0] else None
-    gW = torch.zeros((V, H), dtype=plan.accum_dtype, device=W.device) if need_grad and want[1] else None
-    gb = torch.zeros(V, dtype=plan.accum_dtype, device=W.device) if need_grad and want[2] and b is not None else None
-    gx_rows = _grad_rows_view(gx, plan) if gx is not None else None
-    w32 = None if plan.weight is None else plan.weight.to(cdt)
-    for xc, tc, rows in _chunks(plan):
-        # 1. logits of this chunk, in float32 (matmul in the input dtype)
-        logits = xc @ W.T if b is None else torch.addmm(b, xc, W.T)
-        logits = logits.to(cdt)
-        # 2. fused kernel: per-row losses; logits become dL/dlogits * scale, in place
-        scale = row_scale(rows) if need_grad else None
-        loss[rows] = chunk_loss_and_grad_(
-            logits, tc, weight=w32, ignore_index=plan.ignore_index, label_smoothing=plan.label_smoothing,
-            z_loss=plan.z_loss, softcap=plan.softcap, grad_scale=scale,
-        )
-        if not need_grad:
-            continue
-        # 3. fold the logit gradient G into the parameters' gradients
-        fold(logits, xc, W, gx_rows[rows] if gx_rows is not None else None, gW, gb)
-        del logits  # free this chunk before the next one is allocated: one chunk alive at a time
+def _take(a, ids):
+    return None if a is None else (a[ids] if isinstance(ids, slice) else a.index_select(0, ids))
+
+
+def run(input, W, b, plan: Plan, go, want):
+    """One pass over the chunks of ``input`` (the (R, H) rows): the loss rows
+    (flat, compute dtype) and, when
+    ``go`` is given (a 0-d scale, or the flat per-row grad_output), the
+    gradients of (input, W, b) that ``want`` names, accumulated."""
+    V = W.shape[0]
+    cdt, C, D = plan.cdt, plan.classes, plan.positions
+    loss = torch.zeros(math.prod(plan.out_shape), dtype=cdt, device=input.device)
+    need = go is not None
+    gx = torch.zeros_like(input) if need and want[0] else None
+    gW = torch.zeros((V, W.shape[1]), dtype=plan.accum_dtype, device=W.device) if need and want[1] else None
+    gb = torch.zeros(V, dtype=plan.accum_dtype, device=W.device) if need and want[2] and b is not None else None
+    for ids in _chunks(plan):
+        xc = _take(input, ids)
+        # 1. this chunk's logits, (n, D * C) -> (n * D, C) rows of one loss each
+        logits = (xc @ W.T if b is None else torch.addmm(b, xc, W.T)).to(cdt)
+        work = logits.view(-1, C)
+        counted = _take(plan.counted, ids).reshape(-1)
+        if plan.probs is None:
+            tg = index_block_targets(_take(plan.index, ids).reshape(-1), counted, plan.weight, plan.options,
+                                     C if plan.shards is None else plan.shards.vocab, cdt, plan.shards)
+        else:
+            tg = probability_block_targets(_take(plan.probs, ids).reshape(-1, C), plan.weight, plan.options, counted)
+        pos = (_take(plan.out_pos, ids)[:, None] + torch.arange(D, device=input.device)).reshape(-1)
+        v = None
+        if need:
+            g = go if go.dim() == 0 else go[pos]
+            v = torch.where(counted, g * torch.ones_like(counted, dtype=cdt), torch.zeros((), dtype=cdt,
+                                                                                            device=input.device))
+        # 2. loss rows; logits become dL/dlogits * v, in place
+        loss[pos] = block_loss_and_grad_(work, tg, plan.options, v=v, shards=plan.shards)
+        if need:  # 3. fold the logit gradient into the parameters' gradients
+            fold(logits, xc, W, gx, ids, gW, gb)
+        del logits, work  # free this chunk before the next one is allocated
+    if gx is not None and plan.shards is not None:
+        plan.shards.all_sum_(gx)  # every shard of the classifier contributes to dL/dx
     return loss, gx, gW, gb
 
 
-def fold(G, xc, W, gx_out, gW, gb):
-    """dL/dx = G W into ``gx_out``; dL/dW += G^T x and dL/db += sum_rows G in
-    their accumulators, in place (no V x H temporary). ``G`` is the chunk's
-    logit gradient in the compute dtype."""
-    if gx_out is not None:
-        torch.mm(G.to(W.dtype), W, out=gx_out)
+def fold(G, xc, W, gx, ids, gW, gb):
+    """dL/dx = G W into ``gx``'s rows ``ids``; dL/dW += G^T x and dL/db +=
+    sum_rows G in their accumulators, in place (no V x H temporary)."""
+    if gx is not None:
+        if isinstance(ids, slice):
+            torch.mm(G.to(W.dtype), W, out=gx[ids])
+        else:
+            gx.index_copy_(0, ids, torch.mm(G.to(W.dtype), W))
     if gW is not None:
         gW.addmm_(G.T.to(gW.dtype), xc.to(gW.dtype))
     if gb is not None:
         gb.add_(G.sum(0).to(gb.dtype))
 
 
-def _grad_rows_view(gx, plan):
-    """A 2-D (rows, H) view of the input gradient aligned with the planned rows
-    (for shift=True the last position of each sequence stays 0)."""
-    H = gx.shape[-1]
-    if not plan.shift:
-        return gx.view(-1, H)
-    T = gx.shape[-2]
-    g3 = gx.view(-1, T, H)
-    return _SegmentRows(g3)
-
-
-class _SegmentRows:
-    """Row slices of the shifted input gradient, segment by segment."""
-
-    def __init__(self, g3):
-        self.g3 = g3
-        self.per = g3.shape[1] - 1
-
-    def __getitem__(self, rows: slice):
-        b, start = divmod(rows.start, self.per)
-        stop = rows.stop - b * self.per
-        return self.g3[b, start:stop]
-
-
-def _reduce(loss_rows, plan: Plan):
-    if plan.reduction == "none":
-        return loss_rows.view(plan.loss_shape)
-    total = loss_rows.sum()
-    if plan.reduction == "sum":
-        return total
-    d = plan.denominator
-    return torch.where(d == 0, torch.zeros_like(total), total / torch.where(d == 0, torch.ones_like(d), d))
-
-
-def _mean_scale(plan: Plan):
-    """d value / d loss_row for "mean" (0 when nothing is counted) or "sum"."""
-    if plan.reduction == "sum":
-        return torch.ones((), dtype=plan.cdt)
-    d = plan.denominator
-    return torch.where(d == 0, torch.zeros_like(d), 1 / torch.where(d == 0, torch.ones_like(d), d))
+def _reduced(loss, plan: Plan):
+    if plan.options.reduction == "none":
+        return loss.view(plan.out_shape)
+    return _reduce.reduce(namespace(x=loss), loss, plan.options.reduction, plan.denominator)
 
 
 class LinearCrossEntropyFunction(torch.autograd.Function):
+    """(input rows (R, H), W (V, H), b (V,) or None, plan) -> the reduced loss."""
+
     @staticmethod
-    def forward(ctx, input, W, b, plan):
+    def forward(ctx, x_rows, W, b, plan):
         want = tuple(ctx.needs_input_grad[:3])
         ctx.plan = plan
-        ctx.dtypes = (input.dtype, W.dtype, None if b is None else b.dtype)
-        if plan.reduction != "none" and any(want):
+        ctx.dtypes = (x_rows.dtype, W.dtype, None if b is None else b.dtype)
+        ctx.kept = plan.options.reduction != "none" and any(want)
+        if ctx.kept:
             # "mean"/"sum": every row's gradient is the same multiple of its
             # unit gradient, so build the gradients now and scale them later.
-            s = _mean_scale(plan).to(input.device)
-            loss, gx, gW, gb = _run(input, W, b, plan, lambda rows: s, want)
-            ctx.grads = (gx, gW, gb)
+            loss, gx, gW, gb = run(x_rows, W, b, plan, plan.unit, want)
+            ctx.present = (gx is not None, gW is not None, gb is not None)
+            empty = x_rows.new_empty(0)
+            ctx.save_for_backward(*(empty if t is None else t for t in (gx, gW, gb)), x_rows)
         else:  # "none": each row's grad_output is known only in backward
-            loss, *_ = _run(input, W, b, plan, None, want)
-            ctx.grads = None
-            ctx.save_for_backward(input, W, b)
-        return _reduce(loss, plan).to(input.dtype)
+            loss = run(x_rows, W, b, plan, None, want)[0]
+            ctx.save_for_backward(x_rows, W, b)
+        return _reduced(loss, plan).to(x_rows.dtype)
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
         plan = ctx.plan
-        if ctx.grads is not None:
-            return (*hand_over(ctx, grad_output), None)  # input, W, b, plan
-        input, W, b = ctx.saved_tensors
-        go = grad_output.to(plan.cdt).reshape(-1)
-        _, gx, gW, gb = _run(input, W, b, plan, lambda rows: go[rows], tuple(ctx.needs_input_grad[:3]))
-        return gx, _cast(gW, W), _cast(gb, b), None  # input, W, b, plan
+        go = grad_output.detach().to(plan.cdt)
+        with torch.no_grad():
+            if ctx.kept:
+                *grads, x_rows = ctx.saved_tensors
+                grads = [scale_kept_gradient(t, go.to(t.dtype)) if ok else None for t, ok in zip(grads, ctx.present)]
+            else:
+                x_rows, W, b = ctx.saved_tensors
+                _, *grads = run(x_rows, W, b, plan, go.reshape(-1), tuple(ctx.needs_input_grad[:3]))
+            grads = tuple(None if t is None else t.to(dt) for t, dt in zip(grads, ctx.dtypes))
+        return (*refuse_double_backward(grads, x_rows, "linear_cross_entropy"), None)  # x_rows, W, b, plan
 
 
-def hand_over(ctx, grad_output):
-    """The gradients of (input, W, b) built in forward (``ctx.grads``),
-    scaled by the 0-d ``grad_output`` in place and cast to ``ctx.dtypes``;
-    the context keeps nothing."""
-    grads, ctx.grads = ctx.grads, None
-    g = grad_output.to(ctx.plan.cdt)
-    return tuple(None if t is None else scale_kept_gradient(t, g.to(t.dtype)).to(dt)
-                 for t, dt in zip(grads, ctx.dtypes))
+def plan_rows(counted, T, compact):
+    """The rows of the input that are walked, flat, or None for all of them in
+    order. ``T``: with ``shift``, the sequence length: row t of each sequence
+    is paired with target t + 1, so the last row of each sequence has none.
+    ``compact`` (CPU, outside ``torch.compile``): rows with no counted target
+    are dropped too, so every chunk is full of rows that count."""
+    R = counted.shape[0]
+    rows = None
+    if T is not None:
+        steps = torch.arange(max(T - 1, 0), device=counted.device)
+        rows = (torch.arange(R // T if T else 0, device=counted.device)[:, None] * T + steps).reshape(-1)
+    if compact and R:
+        keep = counted.any(1)
+        if rows is not None:
+            rows = rows[keep[rows]]
+        elif not bool(keep.all()):
+            rows = keep.nonzero()[:, 0]
+    return rows, R if rows is None else rows.numel()
 
 
-def _cast(g, like):
-    return None if g is None else g.to(like.dtype)
+def prepare(input, W, target, bias, weight, options, *, shift, chunk_size, accum_dtype, num_items,
+            shards=None):
+    """The plan of a validated call, and the Function's tensor arguments
+    ``(x_rows, W2, b2)``: ``input`` as (R, H) rows, and for a K-dimensional
+    weight ``(C, d1, ..., dK, H)`` the weight and bias reordered to
+    ``(d, c)``-major rows, so that each input row's logits are ``D = d1...dK``
+    contiguous loss rows of ``C`` classes. The reordering is an ordinary
+    (autograd-tracked) copy; a 2-D weight is used as it is."""
+    H = W.shape[-1]
+    C = W.shape[0]
+    D = math.prod(W.shape[1:-1])
+    cdt = torch.float64 if input.dtype == torch.float64 else torch.float32
+    R = math.prod(input.shape[:-1])
+    x_rows = input.reshape(R, H)
+    W2, b2 = W, bias
+    if W.dim() > 2:
+        W2 = W.reshape(C, D, H).transpose(0, 1).reshape(D * C, H)
+        b2 = None if bias is None else bias.reshape(C, D).T.reshape(-1)
+    probs = target.is_floating_point()
+    T = input.shape[-2] if shift else None
+    S = math.prod(input.shape[:-2]) if shift else None  # sequences
+    if probs:
+        t = target if W.dim() == 2 else target.movedim(1, -1)  # (..., C) class last
+        out_shape = tuple(t.shape[:-1])
+        t = t.reshape(R, D, C)
+        counted = torch.ones((R, D), dtype=torch.bool, device=input.device)
+        if shift:  # row t pairs with target t + 1; the last row of a sequence with none
+            seq = t.reshape(S, T, D, C)
+            t = torch.cat([seq[:, 1:], torch.zeros_like(seq[:, :1])], 1).reshape(R, D, C)
+            counted = counted.reshape(S, T, D)
+            counted = torch.cat([counted[:, 1:], ~counted[:, :1]], 1).reshape(R, D)
+            out_shape = out_shape[:-1] + (max(T - 1, 0),)
+        index, probs_t = None, t.to(cdt)
+    else:
+        out_shape = tuple(target.shape)
+        t = target.reshape(R, D)
+        if shift:
+            seq = target.reshape(S, T)
+            t = torch.cat([seq[:, 1:], torch.full_like(seq[:, :1], options.ignore_index)], 1).reshape(R, D)
+            out_shape = out_shape[:-1] + (max(T - 1, 0),)
+        t = t.long()
+        counted = t != options.ignore_index
+        index, probs_t = torch.where(counted, t, torch.zeros_like(t)), None
+    rows, n = plan_rows(counted, T, on_cpu(input))
+    out_pos = torch.arange(R, device=input.device)
+    if shift:
+        out_pos = out_pos - out_pos // max(T, 1)  # row (b, t) writes loss (b, t) of the (T - 1)-long sequences
+    den = None
+    xp = namespace(x=x_rows)
+    if options.reduction == "mean":
+        wy = None
+        if index is not None:
+            e = options.label_smoothing
+            wy = ce_math.index_targets(xp, index.reshape(-1), counted.reshape(-1), weight, e,
+                                       C if shards is None else shards.vocab, cdt).wy
+        den = ce_math.mean_denominator(xp, wy, out_shape, num_items, cdt, x_rows)
+    unit = _reduce.unit_scale(xp, options.reduction, cdt, x_rows, den)
+    if chunk_size is None:
+        chunk_size = default_chunk_size(n, H, D * C)
+    if accum_dtype is None:
+        accum_dtype = torch.float64 if input.dtype == torch.float64 else torch.float32
+    plan = Plan(rows, n, index, counted, probs_t, out_pos * D, out_shape, C, D, weight, options,
+                chunk_size, accum_dtype, cdt, den, shards, unit)
+    return plan, x_rows, W2, b2

@@ -1,20 +1,4 @@
-"""The losses, one module per family; each function carries ``value_and_grad``."""
-
-from .binary import binary_cross_entropy, binary_cross_entropy_with_logits, sigmoid_focal_loss
-from .categorical import CrossEntropyStats, cross_entropy, cross_entropy_with_stats, focal_loss, nll_loss
-from .divergences import entropy, js_divergence, kl_div, kl_divergence
-
-__all__ = [
-    "cross_entropy",
-    "cross_entropy_with_stats",
-    "CrossEntropyStats",
-    "nll_loss",
-    "focal_loss",
-    "binary_cross_entropy",
-    "binary_cross_entropy_with_logits",
-    "sigmoid_focal_loss",
-    "entropy",
-    "kl_divergence",
-    "js_divergence",
-    "kl_div",
-]
+"""The math of each loss, one module per family, written once: row and
+elementwise formulas in the array-API namespace, and the array-API core that
+computes a whole loss from them. The public functions are in
+:mod:`crossentropy.functional`; nothing here imports a kernel."""

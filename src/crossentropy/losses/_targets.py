@@ -1,24 +1,18 @@
-r"""Reading and validating the inputs of the categorical losses, once.
+r"""Reading and validating the arguments of the categorical losses, once.
 
 PyTorch's rules, which every categorical loss here follows:
 
 * the class dimension is 1, or 0 for a 1-D input; ``axis=k`` names another;
-* a target with the input's shape holds class *probabilities* (floating);
-  any other target holds class *indices*, shaped like the input without its
-  class dimension;
+* a target with the input's shape holds class *probabilities* (floating, in
+  [0, 1]); any other target holds class *indices*, shaped like the input
+  without its class dimension;
 * an index equal to ``ignore_index`` contributes nothing; with probability
   targets a non-negative ``ignore_index`` is an error and a negative one is
   ignored;
 * class weights ``w`` (length C) scale each class's term.
 
-Every categorical loss is a sum over classes of a per-class term weighted by
-the *target weights*
-
-.. math:: a_{c} = w_c\,\Big((1-\varepsilon)\,t_c + \frac{\varepsilon}{C}\Big)
-
-where ``t`` is the one-hot index target (zero on ignored rows) or the
-probability target, and ``ε`` is the label smoothing. :class:`Targets` holds
-them without building the dense one-hot matrix until a gradient needs it.
+:func:`read` is the one place these are checked; the array-API core and the
+torch kernels both start from the :class:`Categorical` it returns.
 """
 
 from __future__ import annotations
@@ -26,20 +20,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .. import _array, _checks
-from .._array import namespace, to_compute
+from .. import _checks
+from .._array import compute_dtype, device, namespace, to_compute
 
 
 @dataclass
-class Targets:
+class Categorical:
+    """A validated categorical problem, class axis last."""
+
     xp: Any
-    x: Any  # input in its compute dtype, class axis moved last: (..., C)
+    x: Any  # input, class axis moved last: (..., C); compute dtype unless read with compute=False
     class_axis: int  # where the class axis sits in the caller's input
-    index: Any  # (...) int64 indices with ignored entries replaced by 0, or None
-    valid: Any  # (...) bool, False on ignored rows (all True for probabilities)
+    index: Any  # (...) int64 class indices, 0 on ignored rows (a safe gather index); None for probabilities
+    counted: Any  # (...) bool: the row counts (False on ignored rows; all True for probabilities)
     probs: Any  # (..., C) probability target in the compute dtype, or None
     weight: Any  # (C,) class weights in the compute dtype, or None
-    smoothing: float
+    options: _checks.CrossEntropyOptions
 
     @property
     def num_classes(self) -> int:
@@ -49,93 +45,41 @@ class Targets:
     def rows(self) -> tuple:
         return tuple(self.x.shape[:-1])
 
-    def row_weight(self):
-        """``w[y]`` on valid rows and 0 on ignored ones (index targets)."""
+    @property
+    def compute_dtype(self):
+        return compute_dtype(self.xp, self.x.dtype, "input")
+
+    def one_hot(self):
+        """The index target as a dense (..., C) 0/1 array in the compute dtype."""
         xp = self.xp
-        if self.weight is None:
-            return xp.astype(self.valid, self.x.dtype)
-        flat = xp.reshape(self.index, (-1,))
-        wy = xp.reshape(xp.take(self.weight, flat, axis=0), self.rows)
-        return xp.where(self.valid, wy, xp.zeros_like(wy))
+        hit = self.index[..., None] == xp.arange(self.num_classes, device=device(self.x))
+        return xp.astype(hit, self.compute_dtype)
 
     def gather(self, values):
         """``values[..., y]`` for index targets (``values`` shaped like ``x``)."""
-        idx = xp_reshape_last(self.xp, self.index)
-        return self.xp.take_along_axis(values, idx, axis=-1)[..., 0]
-
-    def denominator(self):
-        """What "mean" divides by: the total target weight (index targets) or
-        the number of rows (probability targets), as PyTorch does."""
-        if self.probs is not None:
-            return _prod(self.rows)
-        return self.xp.sum(self.row_weight())
-
-    def dense(self):
-        """The target weights ``a`` of shape (..., C), zero on ignored rows."""
-        xp, e, C = self.xp, self.smoothing, self.num_classes
-        w = self.weight
-        if self.probs is not None:
-            t = self.probs if e == 0 else self.probs * (1 - e) + e / C
-            return t if w is None else t * w
-        onehot = xp.astype(self.index[..., None] == xp.arange(C, device=_array.device(self.x)), self.x.dtype)
-        t = onehot if e == 0 else onehot * (1 - e) + e / C
-        if w is not None:
-            t = t * w
-        return t * xp.astype(self.valid, self.x.dtype)[..., None]
+        xp = self.xp
+        idx = xp.reshape(self.index, tuple(self.index.shape) + (1,))
+        return xp.take_along_axis(values, idx, axis=-1)[..., 0]
 
 
-def xp_reshape_last(xp, a):
-    return xp.reshape(a, tuple(a.shape) + (1,))
-
-
-def _prod(shape) -> int:
-    n = 1
-    for s in shape:
-        n *= s
-    return n
-
-
-def read(
-    input,
-    target,
-    weight,
-    ignore_index,
-    reduction,
-    label_smoothing,
-    axis,
-    *,
-    allow_probs: bool = True,
-    name: str = "input",
-    compute: bool = True,
-) -> Targets:
-    """Validate the arguments of a categorical loss and return its :class:`Targets`.
-    With ``compute=False`` the input keeps its dtype (the fused torch path
-    casts chunk by chunk instead of copying the whole input)."""
+def read(input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0, axis=None,
+         z_loss=0.0, softcap=None, *, allow_probs: bool = True, name: str = "input",
+         compute: bool = True) -> Categorical:
+    """Validate the arguments of a categorical loss and return its problem.
+    With ``compute=False`` the input keeps its dtype (the torch kernel casts
+    chunk by chunk instead of copying the whole input)."""
     xp = namespace(input=input, target=target)
-    _checks.logits(xp, input, name)
-    _checks.reduction(reduction)
-    ignore_index = _checks.integer("ignore_index", ignore_index)
-    e = _checks.real("label_smoothing", label_smoothing, low=0.0, high=1.0)
-    if axis is None:
-        cax = 1 if input.ndim >= 2 else 0
-    else:
-        cax = _array.axis_index("axis", axis, input.ndim)
+    _checks.floating(xp, input, name)
+    options = _checks.cross_entropy_options(reduction, ignore_index, label_smoothing, z_loss, softcap)
+    cax = (1 if input.ndim >= 2 else 0) if axis is None else _checks.axis("axis", axis, input.ndim)
     C = input.shape[cax]
     if C == 0:
         raise ValueError(f"{name} of shape {tuple(input.shape)} has no classes along axis {cax}")
     x = xp.moveaxis(to_compute(xp, input, name) if compute else input, cax, -1)
-
-    w = None
-    if weight is not None:
-        w = _array.as_array_like(xp, weight, input, "weight")
-        if not xp.isdtype(w.dtype, ("real floating", "integral")) or w.ndim != 1 or w.shape[0] != C:
-            raise ValueError(
-                f"weight must be a 1-D floating array of length C={C}, "
-                f"got shape {tuple(w.shape)} and dtype {w.dtype}"
-            )
-        w = xp.astype(w, _array.compute_dtype(xp, input.dtype, name))
-
+    w = _checks.class_weight(xp, weight, input, C, name)
+    cdt = compute_dtype(xp, input.dtype, name)
     rows = tuple(x.shape[:-1])
+
     if tuple(target.shape) == tuple(input.shape):
         if not allow_probs:
             raise ValueError(
@@ -147,14 +91,15 @@ def read(
                 f"target has the input's shape {tuple(input.shape)}, so it is read as class "
                 f"probabilities and must be floating, got dtype {target.dtype}"
             )
-        if ignore_index >= 0:
+        if options.ignore_index >= 0:
             raise ValueError(
-                f"ignore_index={ignore_index} cannot be used with probability targets "
+                f"ignore_index={options.ignore_index} cannot be used with probability targets "
                 "(a negative ignore_index is ignored, as in PyTorch)"
             )
-        probs = xp.astype(xp.moveaxis(target, cax, -1), _array.compute_dtype(xp, input.dtype, name))
-        valid = xp.ones(rows, dtype=xp.bool, device=_array.device(x))
-        return Targets(xp, x, cax, None, valid, probs, w, e)
+        _checks.probabilities(xp, target, "target", high=1.0)
+        probs = xp.astype(xp.moveaxis(target, cax, -1), cdt)
+        counted = xp.ones(rows, dtype=xp.bool, device=device(x))
+        return Categorical(xp, x, cax, None, counted, probs, w, options)
 
     if xp.isdtype(target.dtype, "real floating"):
         raise ValueError(
@@ -166,8 +111,8 @@ def read(
             f"target of shape {tuple(target.shape)} does not match input of shape "
             f"{tuple(input.shape)}: class indices need shape {rows}"
         )
-    _checks.class_indices(xp, target, C, ignore_index)
+    _checks.class_indices(xp, target, C, options.ignore_index)
     t = xp.astype(target, xp.int64)
-    valid = t != ignore_index
-    index = xp.where(valid, t, xp.zeros_like(t))
-    return Targets(xp, x, cax, index, valid, None, w, e)
+    counted = t != options.ignore_index
+    index = xp.where(counted, t, xp.zeros_like(t))
+    return Categorical(xp, x, cax, index, counted, None, w, options)

@@ -1,0 +1,263 @@
+"""Autograd plumbing, in one place: how every loss gets ``value_and_grad`` and
+a torch backward.
+
+Two ways of giving torch a gradient, both analytic:
+
+* :func:`analytic` wraps a loss written once as a *core*, a function with the
+  public signature plus two keyword-only arguments::
+
+      core(input, ..., *, need_grad: bool, grad_output) -> (value, grad_input | None)
+
+  where ``grad_input`` is the vector-Jacobian product of ``grad_output`` (ones
+  shaped like the value when ``None``) with respect to ``input``, in
+  ``input``'s dtype. It gives the public function, whose torch backward
+  (:class:`_Analytic`) recomputes the core from the saved input (no
+  input-sized buffer is held between forward and backward), and
+  ``public.value_and_grad(...)``, the same core with no autograd, for NumPy
+  and every other array library. A ``kernel(**arguments)`` for torch tensors
+  is tried first; it returns the value, or ``NotImplemented`` where it does
+  not apply.
+* :func:`kept_gradient` is what the kernels use: their forward computes the
+  loss and its gradient for a unit ``grad_output`` in the same pass, keeps the
+  gradient, and the backward only multiplies it by ``grad_output``
+  (:func:`scale_kept_gradient`).
+
+Neither backward is differentiable yet: with ``create_graph=True`` (double
+backward, Hessians, gradient penalties) the gradient they return carries a
+node that raises when differentiated, instead of being silently constant.
+
+When an argument other than ``input`` requires grad (soft targets being
+trained, say) the core simply runs under torch's autograd, which
+differentiates the same expression: cores use differentiable operations only.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import warnings
+
+import sys
+
+from ._array import is_torch
+
+__all__ = ["analytic", "kept_gradient", "scale_kept_gradient"]
+
+# Rows of a half-precision gradient scaled at a time (about 2 MiB of float32).
+_HALF_CHUNK_BYTES = 1 << 21
+
+
+def analytic(core, kernel=None):
+    """Decorator: the public function whose signature and docstring it wraps,
+    computed by ``core`` (see the module docstring); ``kernel(**arguments)``,
+    when given, is tried first for torch inputs."""
+
+    def decorate(public):
+        sig = inspect.signature(public)
+        params = sig.parameters.values()
+        positional = [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD]
+        defaults = {p.name: p.default for p in params if p.default is not p.empty}
+
+        def bind(args, kwargs):
+            # The common call, in a few dict operations; anything unusual goes
+            # through inspect for its error message.
+            if len(args) <= len(positional) and not kwargs.keys() - defaults.keys() - set(positional[len(args):]):
+                arguments = {**defaults, **dict(zip(positional, args)), **kwargs}
+                if len(arguments) == len(sig.parameters):
+                    return {name: arguments[name] for name in sig.parameters}
+            bound = sig.bind(*args, **kwargs)
+            bound.apply_defaults()
+            return bound.arguments
+
+        @functools.wraps(public)
+        def function(*args, **kwargs):
+            arguments = bind(args, kwargs)
+            first, *others = arguments.values()
+            if kernel is not None and is_torch(first) and not any(map(_requires_grad, others)):
+                value = kernel(**arguments)
+                if value is not NotImplemented:
+                    return value
+            if _requires_grad(first) and not any(map(_requires_grad, others)) and _grad_enabled():
+                names = list(arguments)
+                rest = {k: arguments[k] for k in names[1:]}
+                return _function_classes()[0].apply(first, core, rest, public.__name__)
+            value, _ = core(**arguments, need_grad=False, grad_output=None)
+            return value
+
+        def value_and_grad(*args, grad_output=None, **kwargs):
+            arguments = bind(args, kwargs)
+            if any(map(_requires_grad, arguments.values())):
+                import torch
+
+                with torch.no_grad():  # analytic: nothing for autograd to record
+                    return core(**arguments, need_grad=True, grad_output=grad_output)
+            return core(**arguments, need_grad=True, grad_output=grad_output)
+
+        value_and_grad.__doc__ = (
+            f"``{public.__name__}`` and its analytic gradient with respect to its first "
+            "argument, with no autograd: returns ``(value, grad_input)``, where "
+            "``grad_input`` is the vector-Jacobian product of ``grad_output`` (ones "
+            "shaped like the value when None) and has the first argument's shape and dtype."
+        )
+        function.value_and_grad = value_and_grad
+        return function
+
+    return decorate
+
+
+def kept_gradient(compute, x, grad_output_axis=None, name="loss"):
+    """``compute(need_grad) -> (value, grad | None, extras)``, differentiable with
+    respect to ``x`` through the gradient it builds for a unit ``grad_output``.
+
+    ``grad_output_axis``: where a per-row ``grad_output`` (``reduction="none"``)
+    is unsqueezed to broadcast against the gradient (``None`` when they have
+    the same shape). ``extras`` are non-differentiable outputs (statistics).
+    Returns ``(value, extras)``.
+    """
+    import torch
+
+    if torch.is_grad_enabled() and x.requires_grad:
+        out = _function_classes()[1].apply(x, compute, grad_output_axis, name)
+        return (out, ()) if isinstance(out, torch.Tensor) else (out[0], tuple(out[1:]))
+    value, _, extras = compute(False)
+    return value, tuple(extras)
+
+
+def scale_kept_gradient(grad, g):
+    """``grad * g`` for a backward that multiplies the gradient kept from the
+    forward pass. In place when this backward is the graph's last use (no
+    ``retain_graph``), so that no second input-sized buffer ever exists; out
+    of place when the graph is kept for another backward (``retain_graph=True``,
+    ``gradcheck``) or while tracing under ``torch.compile``."""
+    import torch
+
+    keep = getattr(torch._C._autograd, "_get_current_graph_task_keep_graph", None)
+    if keep is None or torch.compiler.is_compiling() or keep():
+        return (grad * g).to(grad.dtype)
+    if grad.device.type == "cpu":  # CUDA tensors never come here: no host sync
+        if g.dim() == 0 and g.item() == 1.0:
+            return grad  # ``loss.backward()``: nothing to scale (reading a CPU value costs nothing)
+        if grad.dtype in (torch.bfloat16, torch.float16) and grad.dim() > 0:
+            return _scale_half_in_chunks_(grad, g)
+    return grad.mul_(g)
+
+
+def _scale_half_in_chunks_(grad, g):
+    """``grad.mul_(g)`` for a half-precision CPU tensor, through float32
+    chunks: torch's CPU multiply of a bfloat16 tensor, by a per-row factor
+    above all, is slower than a conversion to float32 and back (the
+    scaled-loss table of ``benchmarks/bench_cross_entropy.py``)."""
+    g = g.expand_as(grad)  # a view: no copy
+    step = max(1, _HALF_CHUNK_BYTES // (4 * max(1, math.prod(grad.shape[1:]))))
+    for r0 in range(0, grad.shape[0], step):
+        chunk = grad[r0:r0 + step]
+        chunk.copy_(chunk.float().mul_(g[r0:r0 + step]))
+    return grad
+
+
+def refuse_double_backward(grads, anchor, name):
+    """With ``create_graph=True`` the returned gradients carry a node that
+    raises when differentiated (double backward is not written yet); otherwise
+    they are returned as they are."""
+    import torch
+
+    if not torch.is_grad_enabled():
+        return grads
+    refuse = _function_classes()[2]
+    return tuple(None if g is None else refuse.apply(g, anchor, name) for g in grads)
+
+
+def _requires_grad(a) -> bool:
+    return bool(getattr(a, "requires_grad", False))
+
+
+def _grad_enabled() -> bool:
+    import torch
+
+    return torch.is_grad_enabled()
+
+
+def _compute_dtype(dtype):
+    import torch
+
+    return torch.promote_types(dtype, torch.float32)
+
+
+_CLASSES = None
+
+
+def _function_classes():
+    """The torch Function classes, made on first use (``import crossentropy``
+    does not import torch). A plain global, so that ``torch.compile`` sees a
+    constant here and never traces the class statements."""
+    global _CLASSES
+    if _CLASSES is None:
+        _CLASSES = _make_function_classes()
+    return _CLASSES
+
+
+def _make_function_classes():
+    import torch
+
+    class _Analytic(torch.autograd.Function):
+        """Forward: the value. Backward: the analytic VJP, recomputed from the input."""
+
+        @staticmethod
+        def forward(ctx, input, core, rest, name):
+            value, _ = core(input, **rest, need_grad=False, grad_output=None)
+            ctx.save_for_backward(input)
+            ctx.core, ctx.rest, ctx.name = core, rest, name
+            return value
+
+        @staticmethod
+        def backward(ctx, grad_output):
+            (input,) = ctx.saved_tensors
+            with torch.no_grad(), warnings.catch_warnings():  # the forward already warned
+                warnings.simplefilter("ignore")
+                _, grad = ctx.core(input, **ctx.rest, need_grad=True, grad_output=grad_output.detach())
+            return (*refuse_double_backward((grad,), input, ctx.name), None, None, None)  # input, core, rest, name
+
+    class _Kept(torch.autograd.Function):
+        """Forward: value and unit gradient in one pass. Backward: the kept gradient times grad_output."""
+
+        @staticmethod
+        def forward(ctx, x, compute, grad_output_axis, name):
+            value, grad, extras = compute(True)
+            ctx.grad_output_axis, ctx.name = grad_output_axis, name
+            ctx.save_for_backward(grad, x)
+            if extras:
+                ctx.mark_non_differentiable(*extras)
+                return (value, *extras)
+            return value
+
+        @staticmethod
+        def backward(ctx, grad_output, *unused_extras_grads):
+            grad, x = ctx.saved_tensors
+            g = grad_output.detach().to(_compute_dtype(grad.dtype))
+            if g.dim() and ctx.grad_output_axis is not None:
+                g = g.unsqueeze(ctx.grad_output_axis)
+            with torch.no_grad():
+                out = scale_kept_gradient(grad, g)
+            return (*refuse_double_backward((out,), x, ctx.name), None, None, None)  # x, compute, axis, name
+
+    class _RefuseDoubleBackward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, grad, anchor, name):
+            ctx.name = name
+            return grad.view_as(grad)  # the same memory, now with a node of its own
+
+        @staticmethod
+        def backward(ctx, *grad_outputs):
+            raise RuntimeError(
+                f"crossentropy: the gradient of {ctx.name} is not differentiable (double backward, "
+                "Hessians and gradient penalties are not supported yet); differentiating it would "
+                "silently give zeros, so it is refused. Use torch.nn.functional's loss for second "
+                "derivatives."
+            )
+
+    return _Analytic, _Kept, _RefuseDoubleBackward
+
+
+if "torch" in sys.modules:  # torch is already loaded: make the classes now (see _function_classes)
+    _function_classes()
