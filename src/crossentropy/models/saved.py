@@ -1,6 +1,13 @@
 """Saved models: a fitted :class:`~crossentropy.models.SoftmaxRegression` as a
 ``.npz`` of arrays (nothing pickled) and a JSON sidecar with the same
 metadata. The format is documented in ``docs/cli.md``.
+
+Version 2 differs from version 1 only in ``class_weight``: a dict of class
+weights is a list of ``[label, weight]`` pairs, each label the JSON value of a
+class (version 1 wrote ``{str(label): weight}``, which loses the labels'
+types). A file is stamped with the lowest version that describes it, so a
+model without a dict of class weights is still version 1 and readable by
+older releases; :func:`load_model` reads both.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from .softmax_regression import SoftmaxRegression
 __all__ = ["MODEL_FORMAT", "MODEL_FORMAT_VERSION", "SavedModel", "save_model", "load_model"]
 
 MODEL_FORMAT = "crossentropy-model"
-MODEL_FORMAT_VERSION = 1
+MODEL_FORMAT_VERSION = 2  # the newest version written and read; load_model reads 1 and 2
 _PARAMS = ("loss", "C", "label_smoothing", "gamma", "fit_intercept", "max_iter", "tol")
 
 
@@ -71,13 +78,13 @@ def save_model(
     classes = estimator.classes_
     if classes.dtype.kind not in "iufbU":
         classes = classes.astype(str)
+    class_weight, version = _class_weight_to_json(estimator.class_weight)
     meta = {
         "format": MODEL_FORMAT,
-        "format_version": MODEL_FORMAT_VERSION,
+        "format_version": version,
         "model": "SoftmaxRegression",
         "params": {k: _json_value(getattr(estimator, k)) for k in _PARAMS},
-        "class_weight": estimator.class_weight if estimator.class_weight in (None, "balanced")
-        else {str(k): float(v) for k, v in estimator.class_weight.items()},
+        "class_weight": class_weight,
         "binary": bool(classes.size == 2),
         "classes": [_json_value(c) for c in classes],
         "classes_dtype": classes.dtype.str,
@@ -136,7 +143,7 @@ def load_model(path) -> SavedModel:
     params = dict(meta["params"])
     if params.get("C") == "inf":
         params["C"] = float("inf")
-    cw = meta.get("class_weight")
+    cw = _class_weight_from_json(meta.get("class_weight"), arrays["classes"])
     est = SoftmaxRegression(**params, class_weight=cw)
     est.classes_ = arrays["classes"]
     est.coef_ = arrays["coef"]
@@ -149,3 +156,35 @@ def load_model(path) -> SavedModel:
     names = [str(s) for s in arrays["feature_names"]]
     return SavedModel(est, names, arrays["mean"], arrays["scale"], meta)
 
+
+def _python(v):
+    """A NumPy scalar as the plain Python value (JSON's types) it equals."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _class_weight_to_json(cw):
+    """``(JSON value, lowest format version)`` of a ``class_weight`` parameter.
+
+    A dict becomes ``[[label, weight], ...]`` in the dict's order: a JSON
+    object's keys would all be strings, and ``{0: 1.0}`` would load back as
+    ``{"0": 1.0}``, which no longer names the class 0 (version 1's defect).
+    """
+    if not isinstance(cw, dict):
+        return cw, 1  # None or "balanced", unchanged since version 1
+    return [[_python(k), _python(v)] for k, v in cw.items()], 2
+
+
+def _class_weight_from_json(cw, classes):
+    """The ``class_weight`` parameter read back, with the keys it was saved with.
+
+    ``[[label, weight], ...]`` (version 2) gives each label back with the type
+    JSON kept for it, the key's own (int, float, str or bool). A dict (version
+    1) has string keys; each is mapped onto the saved class that prints as it,
+    and a key that names no saved class stays a string.
+    """
+    if isinstance(cw, list):
+        return {label: weight for label, weight in cw}
+    if isinstance(cw, dict):
+        by_name = {str(c): c for c in classes.tolist()}
+        return {by_name.get(k, k): v for k, v in cw.items()}
+    return cw
