@@ -28,14 +28,10 @@ crossentropy`` does not import it.
 
 from __future__ import annotations
 
-import json
 import numbers
-import os
 import warnings
-from typing import NamedTuple
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.optimize import minimize
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.exceptions import ConvergenceWarning
@@ -44,21 +40,13 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import threadpool_limits
 
-from . import losses as _losses
-from .links import log_sigmoid, log_softmax, sigmoid, softmax
+import crossentropy as ce
 
-__all__ = [
-    "SoftmaxRegression",
-    "LOSSES",
-    "expected_calibration_error",
-    "SavedModel",
-    "save_model",
-    "load_model",
-    "MODEL_FORMAT",
-    "MODEL_FORMAT_VERSION",
-]
+from ._row_loss import LOSSES, row_loss
+from ._validation import check_real, check_sample_weight, label
 
-LOSSES = ("cross_entropy", "focal")
+__all__ = ["SoftmaxRegression", "LOSSES"]
+
 _SMALL_PRODUCT = 10_000_000  # n * d * k below which fit runs BLAS on one thread
 
 
@@ -159,10 +147,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"loss={self.loss!r} is not one of {', '.join(map(repr, LOSSES))}"
             )
-        _real("C", self.C, low=0.0, low_open=True, allow_inf=True)
-        _real("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
-        _real("gamma", self.gamma, low=0.0)
-        _real("tol", self.tol, low=0.0, low_open=True)
+        check_real("C", self.C, low=0.0, low_open=True, allow_inf=True)
+        check_real("label_smoothing", self.label_smoothing, low=0.0, high=1.0, high_open=True)
+        check_real("gamma", self.gamma, low=0.0)
+        check_real("tol", self.tol, low=0.0, low_open=True)
         if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, numbers.Integral):
             raise TypeError(f"max_iter={self.max_iter!r} must be an integer")
         if self.max_iter < 1:
@@ -211,10 +199,10 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         if classes.size < 2:
             raise ValueError(
                 f"{type(self).__name__} needs at least 2 classes in y, but the data "
-                f"contains only one class: {_label(classes[0])!r}"
+                f"contains only one class: {label(classes[0])!r}"
             )
         n, d = X.shape
-        s = _sample_weight(sample_weight, n)
+        s = check_sample_weight(sample_weight, n)
         if self.class_weight is not None:
             cw = compute_class_weight(
                 self.class_weight, classes=classes, y=y,
@@ -232,7 +220,8 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         k = 1 if binary else classes.size
         p = d + int(bool(self.fit_intercept))
         lam = 0.0 if np.isinf(self.C) else 1.0 / (float(self.C) * S)
-        row_loss = self._row_loss(binary, y_index)
+        rows = row_loss(self.loss, binary=binary, y_index=y_index,
+                        label_smoothing=self.label_smoothing, gamma=self.gamma)
         g_out = s / S
 
         def objective(theta):
@@ -241,7 +230,9 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             Z = np.asarray(X @ W.T)
             if self.fit_intercept:
                 Z = Z + Wb[:, d]
-            value, G = row_loss(Z, g_out)
+            value, G = rows(Z, g_out)  # G = dJ/dZ: the loss's VJP with grad_output = s / S
+            # J = sum_i (s_i / S) l_i + (lam / 2) ||W||^2,  lam = 1 / (C S);
+            # dJ/dW = G^T X + lam W,  dJ/db = sum_i G_i (the intercept is not penalised)
             f = float(g_out @ value) + 0.5 * lam * float(np.vdot(W, W))
             grad = np.empty_like(Wb)
             grad[:, :d] = np.asarray(X.T @ G).T + lam * W
@@ -293,43 +284,6 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         self.loss_curve_ = curve
         return self
 
-    def _row_loss(self, binary, y_index):
-        """``(Z, grad_output) -> (per-row loss, dJ/dZ)`` for the configured loss."""
-        e = float(self.label_smoothing)
-        gamma = float(self.gamma)
-        if binary:
-            t = y_index.astype(np.float64)
-            if e > 0:
-                t = (1 - e) * t + e / 2
-            if self.loss == "cross_entropy":
-                def vg(z, g):
-                    return _losses.binary_cross_entropy_with_logits.value_and_grad(
-                        z, t, reduction="none", grad_output=g
-                    )
-            else:
-                def vg(z, g):
-                    return _losses.sigmoid_focal_loss.value_and_grad(
-                        z, t, alpha=-1.0, gamma=gamma, reduction="none", grad_output=g
-                    )
-
-            def row_loss(Z, g):
-                value, grad = vg(Z[:, 0], g)
-                return value, grad[:, None]
-
-            return row_loss
-        target = y_index.astype(np.int64)
-        if self.loss == "cross_entropy":
-            def row_loss(Z, g):
-                return _losses.cross_entropy.value_and_grad(
-                    Z, target, reduction="none", label_smoothing=e, grad_output=g
-                )
-        else:
-            def row_loss(Z, g):
-                return _losses.focal_loss.value_and_grad(
-                    Z, target, gamma=gamma, reduction="none", label_smoothing=e, grad_output=g
-                )
-        return row_loss
-
     # ----------------------------------------------------------------- predict
 
     def decision_function(self, X):
@@ -350,233 +304,17 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         """Class probabilities, shape (n_samples, n_classes), columns in ``classes_`` order."""
         Z = self.decision_function(X)
         if Z.ndim == 1:
-            return np.column_stack([sigmoid(-Z), sigmoid(Z)])
-        return softmax(Z, axis=1)
+            return np.column_stack([ce.sigmoid(-Z), ce.sigmoid(Z)])
+        return ce.softmax(Z, axis=1)
 
     def predict_log_proba(self, X):
         """Log class probabilities, computed from the logits without ``log(0)``."""
         Z = self.decision_function(X)
         if Z.ndim == 1:
-            return np.column_stack([log_sigmoid(-Z), log_sigmoid(Z)])
-        return log_softmax(Z, axis=1)
+            return np.column_stack([ce.log_sigmoid(-Z), ce.log_sigmoid(Z)])
+        return ce.log_softmax(Z, axis=1)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
-
-
-# ---------------------------------------------------------------------------
-# helpers
-# ---------------------------------------------------------------------------
-
-
-def _real(name, value, *, low=None, high=None, low_open=False, high_open=False, allow_inf=False):
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name}={value!r} must be a real number")
-    v = float(value)
-    if np.isnan(v) or (np.isinf(v) and not allow_inf):
-        raise ValueError(f"{name}={value!r} must be a finite number")
-    if low is not None and (v <= low if low_open else v < low):
-        raise ValueError(f"{name}={value!r} must be {'>' if low_open else '>='} {low}")
-    if high is not None and (v >= high if high_open else v > high):
-        raise ValueError(f"{name}={value!r} must be {'<' if high_open else '<='} {high}")
-    return v
-
-
-def _sample_weight(sample_weight, n):
-    if sample_weight is None:
-        return np.ones(n)
-    if isinstance(sample_weight, numbers.Number):
-        return np.full(n, float(sample_weight))
-    s = np.asarray(sample_weight, dtype=np.float64)
-    if s.ndim != 1 or s.shape[0] != n:
-        raise ValueError(
-            f"sample_weight has shape {s.shape} but X has {n} samples; "
-            f"it must have shape ({n},)"
-        )
-    if not np.all(np.isfinite(s)):
-        raise ValueError("sample_weight contains NaN or infinity")
-    if np.any(s < 0):
-        raise ValueError("sample_weight contains negative values; weights must be >= 0")
-    return s
-
-
-def expected_calibration_error(y_true, proba, classes=None, n_bins=15):
-    r"""Expected calibration error of the top-label confidence (Guo et al. 2017).
-
-    Samples are binned by their highest predicted probability into ``n_bins``
-    equal-width bins of [0, 1]; the ECE is
-    :math:`\sum_b \frac{n_b}{n}\,\lvert\mathrm{acc}_b - \mathrm{conf}_b\rvert`.
-
-    Args:
-        y_true: true labels (values of ``classes``), shape (n,).
-        proba: predicted probabilities, shape (n, n_classes).
-        classes: the labels of ``proba``'s columns (default ``0..n_classes-1``).
-
-    Returns:
-        ``(ece, bins)`` where ``bins`` is a dict of arrays ``edges``,
-        ``count``, ``accuracy`` and ``confidence`` per bin (NaN for empty bins).
-
-    >>> import numpy as np
-    >>> ece, _ = expected_calibration_error(np.array([0, 1]), np.array([[0.9, 0.1], [0.2, 0.8]]))
-    >>> round(ece, 6)
-    0.15
-    """
-    proba = np.asarray(proba, dtype=np.float64)
-    y_true = np.asarray(y_true)
-    classes = np.arange(proba.shape[1]) if classes is None else np.asarray(classes)
-    confidence = proba.max(axis=1)
-    correct = classes[proba.argmax(axis=1)] == y_true
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)
-    count = np.bincount(which, minlength=n_bins)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        acc = np.bincount(which, weights=correct, minlength=n_bins) / count
-        conf = np.bincount(which, weights=confidence, minlength=n_bins) / count
-    nonempty = count > 0
-    ece = float(np.sum(count[nonempty] / count.sum() * np.abs(acc[nonempty] - conf[nonempty])))
-    return ece, {"edges": edges, "count": count, "accuracy": acc, "confidence": conf}
-
-
-# ---------------------------------------------------------------------------
-# saved models: a .npz of arrays (no pickle) and a JSON sidecar; docs/cli.md
-# ---------------------------------------------------------------------------
-
-MODEL_FORMAT = "crossentropy-model"
-MODEL_FORMAT_VERSION = 1
-_PARAMS = ("loss", "C", "label_smoothing", "gamma", "fit_intercept", "max_iter", "tol")
-
-
-class SavedModel(NamedTuple):
-    """A model read back by :func:`load_model`."""
-
-    estimator: SoftmaxRegression
-    feature_names: list  # the column names the model expects, in order
-    mean: np.ndarray  # standardisation applied before the model: (x - mean) / scale
-    scale: np.ndarray
-    meta: dict  # everything in the JSON sidecar
-
-    def transform(self, X):
-        return (np.asarray(X, dtype=np.float64) - self.mean) / self.scale
-
-    def predict(self, X):
-        return self.estimator.predict(self.transform(X))
-
-    def predict_proba(self, X):
-        return self.estimator.predict_proba(self.transform(X))
-
-
-def _json_value(v):
-    if isinstance(v, np.generic):
-        return v.item()
-    if isinstance(v, float) and np.isinf(v):
-        return "inf"
-    return v
-
-
-def save_model(
-    estimator, path, *, feature_names=None, mean=None, scale=None, target=None, extra=None
-):
-    """Write a fitted :class:`SoftmaxRegression` as ``PATH.npz`` + ``PATH.json``.
-
-    ``path`` may end in ``.npz`` or have no suffix. ``mean``/``scale`` record a
-    standardisation applied to the features before the model (identity when
-    omitted). ``extra`` (JSON-serialisable) is stored in the sidecar under
-    ``"extra"``. Returns the two paths. The format is in ``docs/cli.md``.
-    """
-    check_is_fitted(estimator)
-    base = str(path)[:-4] if str(path).endswith(".npz") else str(path)
-    d = estimator.n_features_in_
-    names = [f"x{i}" for i in range(d)] if feature_names is None else [str(f) for f in feature_names]
-    if len(names) != d:
-        raise ValueError(f"{len(names)} feature names for a model of {d} features")
-    mean = np.zeros(d) if mean is None else np.asarray(mean, dtype=np.float64)
-    scale = np.ones(d) if scale is None else np.asarray(scale, dtype=np.float64)
-    classes = estimator.classes_
-    if classes.dtype.kind not in "iufbU":
-        classes = classes.astype(str)
-    meta = {
-        "format": MODEL_FORMAT,
-        "format_version": MODEL_FORMAT_VERSION,
-        "model": "SoftmaxRegression",
-        "params": {k: _json_value(getattr(estimator, k)) for k in _PARAMS},
-        "class_weight": estimator.class_weight if estimator.class_weight in (None, "balanced")
-        else {str(k): float(v) for k, v in estimator.class_weight.items()},
-        "binary": bool(classes.size == 2),
-        "classes": [_json_value(c) for c in classes],
-        "classes_dtype": classes.dtype.str,
-        "target": target,
-        "feature_names": names,
-        "n_iter": int(estimator.n_iter_[0]),
-        "converged": bool(getattr(estimator, "converged_", True)),
-        "objective": float(getattr(estimator, "objective_", float("nan"))),
-        "arrays": os.path.basename(base) + ".npz",
-        "extra": extra or {},
-    }
-    from . import __version__
-
-    meta["crossentropy_version"] = __version__
-    np.savez(
-        base + ".npz",
-        coef=estimator.coef_,
-        intercept=estimator.intercept_,
-        classes=classes,
-        feature_names=np.asarray(names, dtype=str),
-        mean=mean,
-        scale=scale,
-        loss_curve=np.asarray(getattr(estimator, "loss_curve_", []), dtype=np.float64),
-        meta=np.asarray(json.dumps(meta)),
-    )
-    with open(base + ".json", "w", encoding="utf-8") as fh:
-        json.dump(meta, fh, indent=2)
-        fh.write("\n")
-    return base + ".npz", base + ".json"
-
-
-def load_model(path) -> SavedModel:
-    """Read a model written by :func:`save_model` (the ``.npz``, or its ``.json``
-    sidecar, or the common path without suffix). Never unpickles anything."""
-    path = str(path)
-    if path.endswith(".json"):
-        with open(path, encoding="utf-8") as fh:
-            sidecar = json.load(fh)
-        path = os.path.join(os.path.dirname(path), sidecar.get("arrays", ""))
-    elif not path.endswith(".npz") and not os.path.exists(path):
-        path = path + ".npz"
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path} is not a crossentropy model file: {e}") from e
-    try:
-        meta = json.loads(str(arrays["meta"]))
-    except (KeyError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path} is not a crossentropy model file (no metadata)") from e
-    if meta.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path} is not a crossentropy model file (format {meta.get('format')!r})")
-    if meta.get("format_version", 0) > MODEL_FORMAT_VERSION:
-        raise ValueError(
-            f"{path} has format version {meta['format_version']}; this crossentropy "
-            f"reads versions up to {MODEL_FORMAT_VERSION}"
-        )
-    params = dict(meta["params"])
-    if params.get("C") == "inf":
-        params["C"] = float("inf")
-    cw = meta.get("class_weight")
-    est = SoftmaxRegression(**params, class_weight=cw)
-    est.classes_ = arrays["classes"]
-    est.coef_ = arrays["coef"]
-    est.intercept_ = arrays["intercept"]
-    est.n_features_in_ = est.coef_.shape[1]
-    est.n_iter_ = np.array([meta.get("n_iter", 0)], dtype=np.int32)
-    est.loss_curve_ = arrays["loss_curve"].tolist()
-    est.objective_ = meta.get("objective")
-    est.converged_ = meta.get("converged", True)
-    names = [str(s) for s in arrays["feature_names"]]
-    return SavedModel(est, names, arrays["mean"], arrays["scale"], meta)
-
-
-def _label(v):
-    """A NumPy scalar as the plain Python value it prints as."""
-    return v.item() if isinstance(v, np.generic) else v

@@ -1,9 +1,7 @@
 """SoftmaxRegression: scikit-learn compatibility, LogisticRegression's optimum,
-the focal and smoothed objectives, errors, and the saved-model format."""
+the focal and smoothed objectives, and errors."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
@@ -21,12 +19,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 from threadpoolctl import threadpool_limits  # noqa: E402
 
-from crossentropy.models import (  # noqa: E402
-    SoftmaxRegression,
-    expected_calibration_error,
-    load_model,
-    save_model,
-)
+from crossentropy.models import SoftmaxRegression  # noqa: E402
 
 DATASETS = {
     "iris": load_iris,
@@ -223,46 +216,3 @@ Y4 = np.array([0, 1] * 4)
 def test_clear_errors(make, error, match):
     with pytest.raises(error, match=match):
         make()
-
-
-# ---------------------------------------------------------------------------
-# saved models and calibration
-# ---------------------------------------------------------------------------
-
-
-def test_save_and_load_round_trip(tmp_path):
-    X, y = load_wine(return_X_y=True)
-    scaler = StandardScaler().fit(X)
-    names = np.array(["a", "bb", "c"])[y]
-    clf = SoftmaxRegression("focal", label_smoothing=0.05).fit(scaler.transform(X), names)
-    feats = [f"f{i}" for i in range(X.shape[1])]
-    npz, sidecar = save_model(clf, tmp_path / "m", feature_names=feats, mean=scaler.mean_,
-                              scale=scaler.scale_, target="kind", extra={"note": 1})
-    meta = json.loads((tmp_path / "m.json").read_text())
-    assert meta["format"] == "crossentropy-model" and meta["params"]["loss"] == "focal"
-    assert meta["classes"] == ["a", "bb", "c"] and meta["feature_names"] == feats
-    with np.load(npz, allow_pickle=False) as z:  # no object arrays: nothing to unpickle
-        assert {"coef", "intercept", "classes", "mean", "scale", "meta"} <= set(z.files)
-    for path in (npz, sidecar, str(tmp_path / "m")):
-        m = load_model(path)
-        np.testing.assert_array_equal(m.predict(X), clf.predict(scaler.transform(X)))
-        np.testing.assert_array_equal(m.predict_proba(X), clf.predict_proba(scaler.transform(X)))
-        assert m.feature_names == feats and m.meta["target"] == "kind"
-
-
-def test_load_model_refuses_other_files(tmp_path):
-    np.savez(tmp_path / "x.npz", a=np.zeros(2))
-    with pytest.raises(ValueError, match="not a crossentropy model"):
-        load_model(tmp_path / "x.npz")
-
-
-def test_expected_calibration_error():
-    rng = np.random.default_rng(0)
-    conf = rng.uniform(0.5, 1.0, size=200_000)
-    y = (rng.uniform(size=conf.size) < conf).astype(int)  # class 1 right with prob conf
-    proba = np.column_stack([1 - conf, conf])
-    ece, bins = expected_calibration_error(np.where(y == 1, 1, 0), proba)
-    assert ece < 0.01  # calibrated by construction
-    assert bins["count"].sum() == conf.size
-    overconfident = np.column_stack([1 - conf**0.2, conf**0.2])
-    assert expected_calibration_error(y, overconfident)[0] > 0.1
