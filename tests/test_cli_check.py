@@ -12,12 +12,18 @@ pytest.importorskip("matplotlib")
 from _cli import run  # noqa: E402
 
 
-def test_check_passes_and_fails_at_a_zero_tolerance():
+def test_check_runs_the_registry_and_fails_at_a_zero_tolerance():
     proc = run("check")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for name in ("cross_entropy, softcap=3", "nll_loss", "focal_loss", "binary_cross_entropy",
-                 "sigmoid_focal_loss", "entropy", "kl_divergence", "js_divergence", "kl_div"):
-        assert name in proc.stdout
+    from crossentropy.cases import CASES
+
+    for name in {c.fn for c in CASES}:  # every loss of the registry the tests run
+        assert f" {name} " in proc.stdout
     assert "within tolerance" in proc.stdout
-    proc = run("check", "--fd-tol", "0")
+    proc = run("check", "--fd-tol", "0", "--fd-every", "50")
     assert proc.returncode == 1 and "exceed" in proc.stderr
+
+
+def test_check_refuses_an_unknown_dtype():
+    proc = run("check", "--dtypes", "float8")
+    assert proc.returncode == 2 and "float8" in proc.stderr and "\n" not in proc.stderr.strip()

@@ -1,10 +1,41 @@
 """Vocab-parallel cross-entropy on spawned gloo process groups (CPU), world
 sizes 1, 2 and 3, even and uneven shards, against single-process results."""
 
+import os
+
 import pytest
 import torch.multiprocessing as mp
 
+import _dist_registry
 import _dist_worker
+from crossentropy.cases import CASES, paths
+
+
+def _spawn(target, world, tmp_path, *args):
+    mp.spawn(target, args=(world, str(tmp_path / "init"), str(tmp_path), *args), nprocs=world, join=True)
+    return {rank: (tmp_path / f"rank{rank}.txt").read_text() for rank in range(world)}
+
+
+def _jobs(every):
+    """(case, dtype) pairs of the registry that vocab-parallel accepts: every
+    ``every``-th case in each dtype, and every extreme case."""
+    jobs = []
+    cases = [c for c in CASES if paths.accepts(c, "vocab-parallel", "float64")]
+    for i, case in enumerate(cases):
+        for k, dtype in enumerate(paths.DTYPES):
+            if "extreme" in case.tags or (i + k) % every == 0:
+                jobs.append((case.id, dtype))
+    return jobs
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_registry_cases_through_both_vocab_parallel_functions(world, tmp_path):
+    """A bounded sample by default (every 12th case in each dtype, and the
+    extremes); CROSSENTROPY_SLOW=1 runs the whole registry."""
+    every = 1 if os.environ.get("CROSSENTROPY_SLOW") == "1" else 12
+    results = _spawn(_dist_registry.run, world, tmp_path, _jobs(every), world == 2)
+    for rank, msg in results.items():
+        assert msg == "ok", f"rank {rank}:\n{msg}"
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])

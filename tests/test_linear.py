@@ -145,3 +145,77 @@ def test_errors():
         ce.linear_cross_entropy(x, W, t, reduction="avg")
     with pytest.raises(ValueError, match="label_smoothing=2.0"):
         ce.linear_cross_entropy(x, W, t, label_smoothing=2.0)
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("shape,shift", [((0, 12), False), ((0, 5, 12), True), ((3, 0, 12), True),
+                                         ((3, 1, 12), True), ((4, 0), False)], ids=str)
+def test_empty_batches_give_a_value(shape, shift, reduction):
+    """An empty batch with shift=True, (B, 0, H), and H = 0 raised a raw reshape
+    error; torch gives a value (and for H = 0, log V per row)."""
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(7, shape[-1], dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, 7, shape[:-1])
+    loss = ce.linear_cross_entropy(x, W, t, shift=shift, reduction=reduction, label_smoothing=0.1)
+    naive = _naive(x[..., :-1, :] if shift else x, W, None, t[..., 1:] if shift else t, reduction=reduction,
+                   label_smoothing=0.1)
+    assert loss.shape == naive.shape
+    assert_close(loss.detach(), naive.detach())
+    gx, gW = torch.autograd.grad(loss.sum(), (x, W))
+    assert gx.shape == x.shape and gW.shape == W.shape and torch.isfinite(gW).all()
+    if x.dim() == 2 and reduction != "mean":
+        assert_close(loss.detach(), torch.nn.functional.linear_cross_entropy(x, W, t, reduction=reduction,
+                                                                             label_smoothing=0.1).detach())
+
+
+def test_shift_walks_the_flat_list_of_rows_that_count():
+    """shift=True chunked within each sequence (T - 1 rows), so chunks were not
+    what the documented model says; now the rows that count, after the shift
+    and without the ignored ones, are walked as one flat list."""
+    from crossentropy._checks import cross_entropy_options
+    from crossentropy._torch.linear import prepare
+
+    x, W, b, t = _problem(N=7, lead=(3,), ignore_frac=0.3)
+    plan, *_ = prepare(x, W, t, b, None, cross_entropy_options(), shift=True, chunk_size=4, accum_dtype=None,
+                       num_items=None)
+    counted = (t[:, 1:] != -100).reshape(-1)
+    rows = (torch.arange(3)[:, None] * 7 + torch.arange(6)).reshape(-1)[counted]
+    assert torch.equal(plan.rows, rows) and plan.n_rows == int(counted.sum())
+    for reduction in ("mean", "none"):  # chunks of 4 rows that cut across sequences
+        ours = ce.linear_cross_entropy(x, W, t, linear_bias=b, shift=True, reduction=reduction, chunk_size=4)
+        ref = _naive(x[:, :-1], W, b, t[:, 1:], reduction=reduction)
+        assert_close(ours.detach(), ref.detach())
+        for a, r in zip(_grads(ours, (x, W, b)), _grads(ref, (x, W, b))):
+            assert_close(a, r)
+
+
+@pytest.mark.parametrize("kind", ["index", "probs", "kdim"])
+def test_numpy_value_and_grad_matches_torch_autograd(kind):
+    """linear_cross_entropy takes NumPy inputs, with value_and_grad, like every other loss."""
+    import numpy as np
+
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(6, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(*((4, 3) if kind == "kdim" else (4,)), 5, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(W.shape[:-1], generator=g, dtype=torch.float64, requires_grad=True)
+    if kind == "probs":
+        t = torch.softmax(torch.randn(6, 4, generator=g, dtype=torch.float64), -1)
+    else:
+        t = torch.randint(0, 4, (6, 3) if kind == "kdim" else (6,), generator=g)
+    kw = dict(label_smoothing=0.1, z_loss=1e-3, reduction="sum")
+    loss = torch.nn.functional.linear_cross_entropy(x, W, t, linear_bias=b, label_smoothing=0.1, reduction="sum")
+    loss = loss + 1e-3 * (torch.logsumexp(_logits_of(x, W, b), 1) ** 2).sum()
+    want = torch.autograd.grad(loss, (x, W, b))
+    value, grads = ce.linear_cross_entropy.value_and_grad(x.detach().numpy(), W.detach().numpy(), t.numpy(),
+                                                         linear_bias=b.detach().numpy(), chunk_size=4, **kw)
+    assert isinstance(value, np.ndarray | np.floating) and isinstance(grads.linear_weight, np.ndarray)
+    assert_close(value, loss.detach())
+    for ours, theirs in zip(grads, want):
+        assert_close(ours, theirs)
+    assert_close(ce.linear_cross_entropy(x.detach().numpy(), W.detach().numpy(), t.numpy(),
+                                         linear_bias=b.detach().numpy(), **kw), loss.detach())
+
+
+def _logits_of(x, W, b):
+    """(N, C, d...) logits of a 2-D or K-dimensional weight."""
+    return (x @ W.reshape(-1, W.shape[-1]).T + b.reshape(-1)).reshape(x.shape[0], *W.shape[:-1])

@@ -28,9 +28,10 @@ PAIRS = [
 
 
 def test_legacy_size_average_and_reduce():
-    with pytest.warns(UserWarning, match="size_average and reduce are deprecated"):
+    with pytest.warns(UserWarning, match="size_average and reduce are deprecated") as caught:
         m = cnn.CrossEntropyLoss(size_average=False)
     assert m.reduction == "sum"
+    assert caught[0].filename == __file__  # the caller's line, not the library's
     with pytest.warns(UserWarning):
         assert cnn.NLLLoss(reduce=False).reduction == "none"
 
@@ -88,6 +89,24 @@ def test_training_loop_does_not_notice_the_swap():
                          (cnn.CrossEntropyLoss(), torch.nn.CrossEntropyLoss())):
         for a, b in zip(_train(ours), _train(theirs)):
             assert_close(a, b)
+
+
+@pytest.mark.parametrize("out_features", [(), (3, 2)])
+def test_linear_cross_entropy_module_with_out_features_matches_torch(out_features):
+    """PyTorch's K-dimensional LinearCrossEntropyLoss: the layer is flat,
+    (num_classes * prod(out_features), in_features), and ignore_index=None is -100."""
+    torch.manual_seed(1)
+    theirs = torch.nn.LinearCrossEntropyLoss(5, 4, out_features=out_features, bias=True, dtype=torch.float64,
+                                             ignore_index=None)
+    ours = cnn.LinearCrossEntropyLoss(5, 4, out_features=out_features, bias=True, dtype=torch.float64,
+                                      ignore_index=None)
+    ours.load_state_dict(theirs.state_dict())
+    t = torch.randint(0, 4, (6, *out_features))
+    t.view(-1)[::5] = -100
+    a, b = ours(X, t), theirs(X, t)
+    assert_close(a.detach(), b.detach())
+    for p, q in zip(torch.autograd.grad(a, list(ours.parameters())), torch.autograd.grad(b, list(theirs.parameters()))):
+        assert_close(p, q)
 
 
 def test_linear_cross_entropy_module_matches_torch():

@@ -29,6 +29,7 @@ __all__ = [
     "on_cpu",
     "to_float64_numpy",
     "stop_gradient",
+    "quiet",
     "device",
 ]
 
@@ -154,6 +155,16 @@ def stop_gradient(a):
     as the max-shift of logsumexp, so that autograd does not do useless work.
     """
     return a.detach() if is_torch(a) else a
+
+
+def quiet():
+    """NumPy's floating-point warnings off, as a context manager or decorator:
+    the math produces inf and NaN deliberately where the result has them
+    (log 0 = -inf for a row of -inf logits, or over an empty axis) and masks
+    them where it does not."""
+    import numpy
+
+    return numpy.errstate(all="ignore")
 
 
 def device(a):

@@ -41,6 +41,7 @@ import warnings
 import sys
 
 from ._array import is_torch
+from ._array import quiet as _numpy_quiet
 
 __all__ = ["analytic", "kept_gradient", "scale_kept_gradient"]
 
@@ -70,11 +71,10 @@ def analytic(core, kernel=None):
             bound.apply_defaults()
             return bound.arguments
 
-        @functools.wraps(public)
-        def function(*args, **kwargs):
+        def call(args, kwargs, use_kernel):
             arguments = bind(args, kwargs)
             first, *others = arguments.values()
-            if kernel is not None and is_torch(first) and not any(map(_requires_grad, others)):
+            if use_kernel and kernel is not None and is_torch(first) and not any(map(_requires_grad, others)):
                 value = kernel(**arguments)
                 if value is not NotImplemented:
                     return value
@@ -82,8 +82,16 @@ def analytic(core, kernel=None):
                 names = list(arguments)
                 rest = {k: arguments[k] for k in names[1:]}
                 return _function_classes()[0].apply(first, core, rest, public.__name__)
-            value, _ = core(**arguments, need_grad=False, grad_output=None)
+            with _numpy_quiet():
+                value, _ = core(**arguments, need_grad=False, grad_output=None)
             return value
+
+        @functools.wraps(public)
+        def function(*args, **kwargs):
+            return call(args, kwargs, True)
+
+        def reference(*args, **kwargs):
+            return call(args, kwargs, False)
 
         def value_and_grad(*args, grad_output=None, **kwargs):
             arguments = bind(args, kwargs)
@@ -92,7 +100,8 @@ def analytic(core, kernel=None):
 
                 with torch.no_grad():  # analytic: nothing for autograd to record
                     return core(**arguments, need_grad=True, grad_output=grad_output)
-            return core(**arguments, need_grad=True, grad_output=grad_output)
+            with _numpy_quiet():
+                return core(**arguments, need_grad=True, grad_output=grad_output)
 
         value_and_grad.__doc__ = (
             f"``{public.__name__}`` and its analytic gradient with respect to its first "
@@ -100,7 +109,13 @@ def analytic(core, kernel=None):
             "``grad_input`` is the vector-Jacobian product of ``grad_output`` (ones "
             "shaped like the value when None) and has the first argument's shape and dtype."
         )
+        reference.__doc__ = (
+            f"``{public.__name__}`` through the array-API core only, never a kernel: on torch "
+            "tensors autograd runs through the core's analytic backward. The oracle every "
+            "kernel is tested against (``crossentropy.cases``)."
+        )
         function.value_and_grad = value_and_grad
+        function.reference = reference
         return function
 
     return decorate
@@ -213,7 +228,7 @@ def _make_function_classes():
         @staticmethod
         def backward(ctx, grad_output):
             (input,) = ctx.saved_tensors
-            with torch.no_grad(), warnings.catch_warnings():  # the forward already warned
+            with torch.no_grad(), warnings.catch_warnings(), _numpy_quiet():  # the forward already warned
                 warnings.simplefilter("ignore")
                 _, grad = ctx.core(input, **ctx.rest, need_grad=True, grad_output=grad_output.detach())
             return (*refuse_double_backward((grad,), input, ctx.name), None, None, None)  # input, core, rest, name

@@ -10,6 +10,8 @@ speed and memory.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from . import _checks
@@ -151,18 +153,23 @@ class LinearCrossEntropyLoss(torch.nn.Module):
     """A linear layer and cross-entropy in one, never holding the logits.
 
     ``torch.nn.LinearCrossEntropyLoss``'s signature (``in_features``,
-    ``num_classes``, keyword-only ``bias=False``, ``device``, ``dtype``,
-    ``reduction``, ``weight``, ``ignore_index``, ``label_smoothing``), plus ``z_loss``,
+    ``num_classes``, keyword-only ``out_features`` for a K-dimensional loss,
+    ``bias=False``, ``device``, ``dtype``, ``reduction``, ``weight``,
+    ``ignore_index`` (``None`` is -100), ``label_smoothing``), plus ``z_loss``,
     ``softcap``, ``shift``, ``chunk_size`` and ``accum_dtype``. The layer is
-    ``self.linear``, a ``torch.nn.Linear``, so checkpoints keep PyTorch's names.
+    ``self.linear``, a ``torch.nn.Linear`` of ``num_classes * prod(out_features)``
+    outputs, as in PyTorch, so checkpoints keep PyTorch's names and shapes.
     """
 
-    def __init__(self, in_features, num_classes, *, bias=False, device=None, dtype=None, reduction="mean",
-                 weight=None, ignore_index=-100, label_smoothing=0.0, z_loss=0.0, softcap=None, shift=False,
-                 chunk_size=None, accum_dtype=None):
+    def __init__(self, in_features, num_classes, *, out_features=(), bias=False, device=None, dtype=None,
+                 reduction="mean", weight=None, ignore_index=None, label_smoothing=0.0, z_loss=0.0, softcap=None,
+                 shift=False, chunk_size=None, accum_dtype=None):
         super().__init__()
-        self.linear = torch.nn.Linear(in_features, num_classes, bias=bias, device=device, dtype=dtype)
+        self.num_classes, self.out_features = int(num_classes), tuple(int(d) for d in out_features)
+        outputs = self.num_classes * math.prod(self.out_features)
+        self.linear = torch.nn.Linear(in_features, outputs, bias=bias, device=device, dtype=dtype)
         self.register_buffer("weight", weight)
+        ignore_index = -100 if ignore_index is None else ignore_index
         options = _checks.cross_entropy_options(reduction, ignore_index, label_smoothing, z_loss, softcap)
         self.reduction = options.reduction
         self.options = dict(ignore_index=options.ignore_index, label_smoothing=options.label_smoothing,
@@ -170,5 +177,8 @@ class LinearCrossEntropyLoss(torch.nn.Module):
                             accum_dtype=accum_dtype)
 
     def forward(self, input, target):
-        return linear_cross_entropy(input, self.linear.weight, target, linear_bias=self.linear.bias,
-                                    weight=self.weight, reduction=self.reduction, **self.options)
+        shape = (self.num_classes, *self.out_features)
+        W = self.linear.weight.reshape(*shape, self.linear.in_features)
+        b = None if self.linear.bias is None else self.linear.bias.reshape(shape)
+        return linear_cross_entropy(input, W, target, linear_bias=b, weight=self.weight, reduction=self.reduction,
+                                    **self.options)

@@ -29,9 +29,9 @@ from .. import _checks
 
 _REDUCTIONS = ("none", "mean", "sum")
 _DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
-_FIELDS = ("valid", "vocab_start given", "shard start", "shard width", "batch shape", "batch shape (2)",
+_FIELDS = ("valid", "vocab_start given", "shard start", "shard width", "batch shape", "batch shape",
            "hidden size", "dtype", "reduction", "ignore_index", "label_smoothing", "z_loss", "softcap",
-           "weight length", "weight", "weight (2)", "target", "target (2)", "shift", "num_items_in_batch",
+           "weight length", "class weights", "class weights", "targets", "targets", "shift", "num_items_in_batch",
            "bias present", "target kind")
 # Fields that every rank must share (the others are the shard layout).
 _SHARED = tuple(i for i, f in enumerate(_FIELDS) if f not in ("valid", "shard start", "shard width"))
@@ -109,14 +109,12 @@ def setup(group, width, vocab_start, weight, target, *, shape, hidden, dtype, sh
     if not check_ranks:
         return _shards(group, world, width, start, vocab_start, weight, device, None)
     shape = tuple(shape) + (-1, -1)
-    record = [error is None, vocab_start is not None, start, width, shape[0], shape[1], hidden,
-              _DTYPES.index(dtype) if dtype in _DTYPES else -1,
-              _REDUCTIONS.index(options.reduction) if error is None else -1, options.ignore_index if error is None
-              else 0, *(_bits(v) if error is None else 0 for v in (options.label_smoothing, options.z_loss)),
-              _bits(options.softcap) if error is None else 0, -1 if weight is None else int(weight.numel()),
-              *(_checksums(weight) if error is None else (0, 0)),
-              *(_checksums(target) if error is None else (0, 0)), int(bool(shift)),
-              _bits(None if num_items is None else float(num_items)), int(bias is not None),
+    ok = error is None
+    record = [ok, vocab_start is not None, start, width, shape[0], shape[1], hidden,
+              _DTYPES.index(dtype) if dtype in _DTYPES else -1, *_option_fields(options if ok else None),
+              -1 if weight is None or not ok else int(weight.numel()), *(_checksums(weight) if ok else (0, 0)),
+              *(_checksums(target) if ok else (0, 0)), int(bool(shift)),
+              _bits(None if num_items is None or not ok else float(num_items)), int(bias is not None),
               int(isinstance(target, torch.Tensor) and target.is_floating_point())]
     mine = torch.tensor(record, dtype=torch.int64, device=device)
     every = [torch.empty_like(mine) for _ in range(world)]
@@ -133,8 +131,8 @@ def setup(group, width, vocab_start, weight, target, *, shape, hidden, dtype, sh
     for i in _SHARED:
         values = [row[i] for row in table]
         if len(set(values)) > 1:
-            raise ValueError(f"{_FIELDS[i]} differs across the ranks of the group: {_show(i, values)}; every "
-                             "rank must be called with the same batch, targets, class weights and options")
+            raise ValueError(f"{_FIELDS[i]} not the same on every rank of the group ({_show(i, values)}); "
+                             "every rank must be called with the same batch, targets, class weights and options")
     starts, widths = [row[2] for row in table], [row[3] for row in table]
     if vocab_start is None and len(set(widths)) > 1:
         raise ValueError(f"the shards have uneven widths {widths} (ranks 0..{world - 1}); give vocab_start "
@@ -149,6 +147,14 @@ def setup(group, width, vocab_start, weight, target, *, shape, hidden, dtype, sh
                              "must tile [0, V) without overlap")
         edge += widths[r]
     return _shards(group, world, width, start, vocab_start, weight, device, edge)
+
+
+def _option_fields(options):
+    """reduction, ignore_index, label_smoothing, z_loss, softcap as int64s (zeros when invalid)."""
+    if options is None:
+        return 0, 0, 0, 0, 0
+    return (_REDUCTIONS.index(options.reduction), options.ignore_index, _bits(options.label_smoothing),
+            _bits(options.z_loss), _bits(options.softcap))
 
 
 def _show(i, values):

@@ -88,7 +88,9 @@ def check(input, linear_weight, target, linear_bias, weight, reduction, ignore_i
         if tuple(linear_bias.shape) != tuple(W.shape[:-1]) or linear_bias.dtype != input.dtype:
             raise ValueError(f"linear_bias must have shape {tuple(W.shape[:-1])} and dtype {input.dtype}, "
                              f"got {tuple(linear_bias.shape)} {linear_bias.dtype}")
-    options = _checks.cross_entropy_options(reduction, ignore_index, label_smoothing, z_loss, softcap)
+    # ignore_index=None is PyTorch's default here, and means -100
+    options = _checks.cross_entropy_options(reduction, -100 if ignore_index is None else ignore_index,
+                                            label_smoothing, z_loss, softcap)
     C = W.shape[0] if num_classes is None else num_classes
     if shift and input.ndim < 2:
         raise ValueError(f"shift=True needs input of shape (..., T, H), got {tuple(input.shape)}")
@@ -134,7 +136,8 @@ def linear_cross_entropy(
         input: ``(..., H)`` floating (float32, bfloat16, float16, float64).
         linear_weight: ``(V, H)`` (or K-dimensional), same dtype as ``input``.
         target: ``(...)`` integer class indices (``ignore_index`` skips a
-            row), or class probabilities shaped like the logits.
+            row; ``None`` means -100, as in PyTorch), or class probabilities
+            shaped like the logits.
         linear_bias: optional, ``linear_weight.shape[:-1]``.
         weight: optional class weights ``(V,)``.
         reduction: ``"none"`` (shape of ``target``, or of ``target[..., 1:]``
@@ -161,7 +164,10 @@ def linear_cross_entropy(
     """
     args = (input, linear_weight, target, linear_bias, weight, reduction, ignore_index, label_smoothing, z_loss,
             softcap, shift, chunk_size, accum_dtype, num_items_in_batch)
-    if not is_torch(input):
+    trained = any(getattr(a, "requires_grad", False) for a in (target, weight))
+    if not is_torch(input) or trained:
+        # NumPy and every array library; and soft targets (or class weights)
+        # being trained, through torch's autograd over the same array-API code
         return _array_path(*args, need_grad=False)[0]
     options, w, chunk = check(*args[:12])
     from .._torch.linear import LinearCrossEntropyFunction, prepare
@@ -196,10 +202,12 @@ def _array_path(input, linear_weight, target, linear_bias, weight, reduction, ig
                 grad_output=None):
     """The same chunks through the array-API core (NumPy, and torch for
     ``value_and_grad``)."""
+    from .._array import quiet
     from ..losses.linear import linear_value_and_grad
 
     options, w, chunk = check(input, linear_weight, target, linear_bias, weight, reduction, ignore_index,
                               label_smoothing, z_loss, softcap, shift, chunk_size)
-    value, grads = linear_value_and_grad(input, linear_weight, target, linear_bias, w, options, shift, chunk,
-                                         num_items_in_batch, need_grad, grad_output)
+    with quiet():
+        value, grads = linear_value_and_grad(input, linear_weight, target, linear_bias, w, options, shift, chunk,
+                                             num_items_in_batch, need_grad, grad_output)
     return value, None if grads is None else LinearCrossEntropyGrads(*grads)

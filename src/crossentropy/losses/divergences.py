@@ -99,7 +99,8 @@ def kl_div_core(input, target, reduction, log_target, *, need_grad, grad_output)
     if log_target:
         pt = xp.exp(t)
         # e^t (t - x), with 0 where e^t = 0 (t = -inf), whatever x is
-        loss = masked_product(xp, pt, t - x)
+        gone = pt == 0
+        loss = masked_product(xp, pt, xp.where(gone, xp.zeros_like(t), t) - xp.where(gone, xp.zeros_like(x), x))
     else:
         pt = t
         loss = xlogy(xp, t, t) - masked_product(xp, t, x)  # t (log t - x), 0 where t = 0

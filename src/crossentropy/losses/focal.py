@@ -12,7 +12,7 @@ derivative :math:`\gamma(1-p)^{\gamma-1}` is unbounded, but its product with
 from __future__ import annotations
 
 from .. import _reduce
-from ..links import _lse
+from ..links import _log_softmax
 from .binary import logistic, masked_product, sigmoids
 from .cross_entropy import index_targets, mean_denominator, probability_weights
 
@@ -37,7 +37,7 @@ def categorical_core(problem, gamma, *, need_grad=False, grad_output=None):
     p, xp = problem, problem.xp
     opt = p.options
     e, C = opt.label_smoothing, p.num_classes
-    logp = p.x - _lse(xp, p.x, -1)
+    logp = _log_softmax(xp, p.x, -1)  # relative to the shift: exact near the maximum
     prob = xp.exp(logp)
     q = -xp.expm1(logp)  # 1 - p, exact near p = 1
     qg = q**gamma  # (1 - p)^gamma, with 0^0 = 1

@@ -99,3 +99,40 @@ def test_sequences_are_accepted_for_weights():
     a = ce.cross_entropy(X, Y, weight=[1.0, 2.0, 3.0, 4.0])
     b = ce.cross_entropy(X, Y, weight=np.array([1.0, 2.0, 3.0, 4.0]))
     assert a == b
+
+
+def test_error_text_names_ranges_in_words():
+    """Error text printed [None, 1.0] and [0, inf] ranges."""
+    for call in (lambda: ce.sigmoid_focal_loss(X, P, alpha=1.5), lambda: ce.entropy(np.array([0.5, np.nan])),
+                 lambda: ce.cross_entropy(X, Y, z_loss=-1.0), lambda: ce.binary_cross_entropy(P, P * 5)):
+        with pytest.raises(ValueError) as info:
+            call()
+        assert "None" not in str(info.value) and "inf]" not in str(info.value), str(info.value)
+    with pytest.raises(ValueError, match=r"alpha=1.5 must be <= 1.0"):
+        ce.sigmoid_focal_loss(X, P, alpha=1.5)
+
+
+@pytest.mark.parametrize("f,kwargs", [
+    (ce.cross_entropy, {}), (ce.cross_entropy, dict(label_smoothing=0.1)), (ce.focal_loss, {})],
+    ids=lambda v: getattr(v, "__name__", str(v)))
+def test_probability_targets_outside_0_1_are_refused(f, kwargs):
+    """A probability target outside [0, 1] (or NaN) is refused, on CPU; the README says so."""
+    for bad in (P * 5, P - 0.5, np.where(P > 0.2, np.nan, P)):
+        for make in (np.array, torch.from_numpy):
+            with pytest.raises(ValueError, match="target contains"):
+                f(make(X), make(bad), **kwargs)
+
+
+def test_options_are_checked_once_for_every_entry_point():
+    """One validation of the cross-entropy options: the function, its kernel,
+    linear and the module say the same words."""
+    import crossentropy.nn as cnn
+
+    x, t = torch.from_numpy(X), torch.from_numpy(Y)
+    calls = [lambda: ce.cross_entropy(X, Y, label_smoothing=2.0), lambda: ce.cross_entropy(x, t, label_smoothing=2.0),
+             lambda: ce.linear_cross_entropy(x, torch.eye(4, dtype=x.dtype), t, label_smoothing=2.0),
+             lambda: cnn.CrossEntropyLoss(label_smoothing=2.0), lambda: cnn.FocalLoss(label_smoothing=2.0),
+             lambda: cnn.LinearCrossEntropyLoss(4, 4, label_smoothing=2.0)]
+    for call in calls:
+        with pytest.raises(ValueError, match=r"^label_smoothing=2.0 must be in \[0.0, 1.0\]$"):
+            call()

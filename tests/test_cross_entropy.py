@@ -1,5 +1,7 @@
-"""The fused torch path of cross_entropy (index targets) against the core
-reference: dtypes, odd shapes, gradcheck, in-place backward, stats, compile."""
+"""The torch kernel of cross_entropy against the array-API core: dtypes, odd
+shapes, gradcheck, in-place backward, stats, compile, chunk boundaries,
+probability targets, empty batches. (Every registry case runs through it in
+test_registry.py.)"""
 
 import numpy as np
 import pytest
@@ -202,74 +204,10 @@ def test_torch_compile_fullgraph_agrees():
     _compiled_agrees(f, x)
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning", "ignore::DeprecationWarning")
-def test_torch_compile_fullgraph_binary_kernels(monkeypatch):
-    from crossentropy._torch import binary as elementwise
-
-    monkeypatch.setattr(elementwise, "_CHUNK_ELEMS", 7)  # eager walks 8 chunks; compile traces one
-    g = torch.Generator().manual_seed(3)
-    x, t = torch.randn(6, 9, generator=g) * 3, torch.rand(6, 9, generator=g)
-    pw = torch.rand(9, generator=g) * 2
-
-    def f(a):
-        return (ce.binary_cross_entropy_with_logits(a, t, pos_weight=pw)
-                + ce.sigmoid_focal_loss(a, t, gamma=0.5, reduction="sum"))
-
-    _compiled_agrees(f, x)
-
-
 def test_out_of_range_index_still_raises_on_cpu():
     x, _ = _data((4, 0), 6)
     with pytest.raises(IndexError, match="class index 6"):
         ce.cross_entropy(x.requires_grad_(True), torch.tensor([0, 6, 1, 2]))
-
-
-# ----------------------------------------------------------------------------
-# The elementwise binary kernels walk the elements in chunks on CPU
-# ----------------------------------------------------------------------------
-
-_BINARY_LAYOUTS = [
-    # (shape, weight shape, pos_weight shape): everything full-shaped (walked
-    # flat), and factors that broadcast (walked along the first dimension).
-    ((7, 5, 3), (7, 5, 3), (7, 5, 3)),
-    ((7, 5, 3), (3,), (5, 1)),
-    ((1, 9, 4), (9, 1), (4,)),
-    ((11,), (), None),
-]
-
-
-@pytest.mark.parametrize("chunk", [1, 4, 1 << 20])
-@pytest.mark.parametrize("layout", _BINARY_LAYOUTS, ids=lambda s: str(s))
-@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
-@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16], ids=str)
-def test_binary_kernels_in_chunks_match_torch(monkeypatch, chunk, layout, reduction, dtype):
-    from crossentropy._torch import binary as elementwise
-    from cases import ref_sigmoid_focal_loss
-
-    monkeypatch.setattr(elementwise, "_CHUNK_ELEMS", chunk)
-    shape, wshape, pwshape = layout
-    g = torch.Generator().manual_seed(len(shape) + chunk)
-    x64 = torch.randn(shape, generator=g, dtype=torch.float64) * 4
-    t = torch.rand(shape, generator=g, dtype=torch.float64)
-    w = torch.rand(wshape, generator=g, dtype=torch.float64) + 0.5
-    pw = None if pwshape is None else torch.rand(pwshape, generator=g, dtype=torch.float64) * 3
-    x64 = x64.to(dtype).double()  # the same rounded inputs for ours and the float64 reference
-    # float64 agrees to rounding; bfloat16 is computed in float32 and rounded once to bfloat16
-    tol = dict(rtol=1e-12 if dtype == torch.float64 else 2.0**-8)
-    gout = torch.rand(shape, generator=g, dtype=torch.float64) + 0.5 if reduction == "none" else None
-    for ours_f, ref_f, kw in (
-        (ce.binary_cross_entropy_with_logits, F.binary_cross_entropy_with_logits,
-         dict(weight=w, pos_weight=pw, reduction=reduction)),
-        (ce.sigmoid_focal_loss, ref_sigmoid_focal_loss, dict(alpha=0.3, gamma=1.5, reduction=reduction)),
-    ):
-        a = x64.to(dtype).clone().requires_grad_(True)
-        r = x64.clone().requires_grad_(True)
-        ours, ref = ours_f(a, t.to(dtype), **kw), ref_f(r, t.to(dtype).double(), **kw)
-        assert ours.dtype == dtype and ours.shape == ref.shape
-        (ours.backward if gout is None else lambda: ours.backward(gout.to(dtype)))()
-        (ref.backward if gout is None else lambda: ref.backward(gout))()
-        assert_close(ours.detach().double(), ref.detach(), **tol)
-        assert_close(a.grad.double(), r.grad, **tol)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
@@ -312,3 +250,51 @@ def test_half_gradient_of_no_rows_scaled_by_grad_output():
     (ce.cross_entropy(x, t, reduction="sum") * 0.5).backward()
     (F.cross_entropy(r, t, reduction="sum") * 0.5).backward()
     assert x.grad.shape == r.grad.shape == (0, 5) and x.grad.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("probs", [False, True], ids=["index", "probs"])
+def test_an_empty_batch_with_every_option(dtype, reduction, probs):
+    """cross_entropy(torch.empty(0, 5), torch.empty(0, dtype=torch.long),
+    label_smoothing=0.5) raised TypeError in the kernel, for every reduction.
+    Torch gives an empty tensor, 0, or NaN for "mean" (0 here, by design)."""
+    x = torch.empty(0, 5, dtype=dtype, requires_grad=True)
+    t = torch.empty(0, 5, dtype=dtype) if probs else torch.empty(0, dtype=torch.long)
+    kw = dict(label_smoothing=0.5, z_loss=1e-3, softcap=5.0, weight=torch.rand(5, dtype=dtype), reduction=reduction)
+    loss = ce.cross_entropy(x, t, **kw)
+    loss.sum().backward()
+    assert loss.dtype == dtype and x.grad.shape == (0, 5)
+    ref = F.cross_entropy(x.detach().double(), t.double() if probs else t, label_smoothing=0.5, reduction=reduction)
+    assert loss.shape == ref.shape
+    if reduction != "none":
+        assert loss.item() == 0 and (reduction == "sum") == (ref.item() == 0)
+
+
+def test_probability_targets_take_the_kernel_in_blocks(monkeypatch):
+    """Probability targets go through the kernel too, block by block, with
+    weights, smoothing, z-loss and the soft cap; against the core."""
+    x, _ = _data((37, 0), 11, dtype=torch.float64)
+    p = torch.softmax(torch.randn(37, 11, dtype=torch.float64, generator=torch.Generator().manual_seed(4)), -1)
+    kw = dict(weight=torch.rand(11, dtype=torch.float64) + 0.5, label_smoothing=0.2, z_loss=1e-2, softcap=4.0)
+    want = ce.cross_entropy.value_and_grad(x.numpy(), p.numpy(), **{k: (v.numpy() if torch.is_tensor(v) else v)
+                                                                   for k, v in kw.items()})
+    for rows in (1, 5, 100):
+        monkeypatch.setattr(fused, "rows_per_block", lambda C, rows=rows: rows)
+        a = x.clone().requires_grad_(True)
+        loss = ce.cross_entropy(a, p, **kw)
+        assert type(loss.grad_fn).__name__ == "_KeptBackward"  # the kernel, not the core
+        loss.backward()
+        assert_close(loss.detach(), want[0])
+        assert_close(a.grad, want[1])
+
+
+def test_float32_logits_of_1e4_keep_the_loss_precision():
+    """The loss is written relative to the row maximum: at logits of 1e4 in
+    float32, LSE - s_y would lose about 1e-3 to LSE's rounding."""
+    x = torch.tensor([[1e4, 1e4 - 1, -1e4], [1e4, 1e4, 0.0]])
+    y = torch.tensor([0, 1])
+    want = F.cross_entropy(x.double(), y, reduction="none")
+    for f in (ce.cross_entropy, ce.cross_entropy.reference):
+        got = f(x.clone().requires_grad_(True), y, reduction="none").detach().double()
+        assert torch.all((got - want).abs() <= 4 * 2.0**-24 * want), (got, want)

@@ -1,0 +1,317 @@
+"""Running a case through a path, in a dtype, against its float64 reference.
+
+Paths (:data:`PATHS`):
+
+* ``numpy``: ``f.value_and_grad`` on NumPy arrays (float64, float32, float16);
+* ``torch-core``: torch autograd through the array-API core
+  (``f.reference``, the analytic backward), and ``f.value_and_grad`` on torch
+  tensors;
+* ``torch-kernel``: the public function on torch tensors, which takes the
+  fused kernel where the loss has one (:data:`KERNELS`);
+* ``linear``: cross-entropy cases through ``linear_cross_entropy`` with the
+  identity as input: ``x = I``, ``W = logits.T`` gives the same logits, exactly
+  (the matrix products multiply by 1 and add zeros), and ``grad_W.T`` is the
+  logits' gradient;
+* ``vocab-parallel``: cross-entropy cases with class indices through both
+  vocab-parallel functions on a gloo group (``run_vocab_parallel``, called in
+  each rank of a spawned group by the tests).
+
+Every floating input is first rounded to the dtype, and the reference is
+computed in float64 from the rounded inputs, so that what is compared is the
+computation alone. Tolerances (:func:`tolerance`), relative to the larger of 1
+and the largest finite expected entry:
+
+* float64: 1e-10 (rounding is about 1e-16 per operation; what remains is a
+  margin that still catches any wrong term);
+* float32: 2^-17, 64 float32 ulps: a few roundings per operation over sums of
+  at most a few dozen terms;
+* bfloat16, float16: one rounding of the result to the half type (2^-8,
+  2^-11; the inputs are computed in float32) plus the float32 allowance.
+
+The half types' gradient is rounded twice: the kept unit gradient, then its
+product with ``grad_output``; their tolerance is two roundings.
+
+Cases tagged ``tiny`` (confident binary logits, a loss of about e^-|x|) are
+compared entry by entry in units in the last place of the expected value in
+the dtype (:func:`ulp`; subnormals have a fixed spacing, so a loss of e^-100,
+a float32 subnormal, is held to that spacing): 8 ulps, since exp, log1p and a
+weight are 3 roundings an element and the pairwise sum of a reduction at most
+5 more. Entries the reference finds beyond the dtype's largest number must
+come back infinite; non-finite entries must match exactly.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+import torch
+
+import crossentropy as ce
+
+from . import CASES
+
+__all__ = ["PATHS", "DTYPES", "KERNELS", "accepts", "check", "expected", "tolerance", "run_vocab_parallel"]
+
+PATHS = ("numpy", "torch-core", "torch-kernel", "linear", "vocab-parallel")
+DTYPES = ("float64", "float32", "bfloat16", "float16")
+KERNELS = frozenset({"cross_entropy", "focal_loss", "binary_cross_entropy_with_logits", "sigmoid_focal_loss"})
+_TORCH = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_BY_ID = {c.id: c for c in CASES}
+
+
+TINY_ULPS = 8
+# (bits of precision, smallest normal exponent) of each dtype
+_FORMAT = {"float64": (53, -1022), "float32": (24, -126), "bfloat16": (8, -126), "float16": (11, -14)}
+
+
+def tolerance(dtype, tiny=False):
+    """The largest error allowed (relative to max(1, |expected|), or in ulps for ``tiny``)."""
+    if tiny:
+        return TINY_ULPS
+    return {"float64": 1e-10, "float32": 2.0**-17, "bfloat16": 2 * 2.0**-8 + 2.0**-17,
+            "float16": 2 * 2.0**-11 + 2.0**-17}[dtype]
+
+
+def ulp(e, dtype):
+    """The spacing of ``dtype``'s numbers at ``|e|`` (fixed below the normal range)."""
+    bits, emin = _FORMAT[dtype]
+    with np.errstate(divide="ignore"):
+        exponent = np.floor(np.log2(np.abs(e)))
+    return np.exp2(np.maximum(exponent, emin) - (bits - 1))
+
+
+def _finite_inputs(case):
+    args, kwargs = case.make()
+    return all(np.all(np.isfinite(a)) for a in [*args, *kwargs.values()] if isinstance(a, np.ndarray))
+
+
+def accepts(case, path, dtype) -> bool:
+    if path == "numpy":
+        return dtype != "bfloat16"  # NumPy has no bfloat16
+    if path == "torch-core":
+        return True
+    if path == "torch-kernel":
+        return case.fn in KERNELS
+    if path == "linear":
+        return case.fn == "cross_entropy" and _finite_inputs(case)  # I @ inf would be NaN
+    if path == "vocab-parallel":
+        return case.fn == "cross_entropy" and "index" in case.tags
+    raise ValueError(f"path={path!r} is not one of {PATHS}")
+
+
+def _round(a, dtype):
+    """A float64 NumPy array rounded to ``dtype`` and back (integers as they are)."""
+    if not isinstance(a, np.ndarray) or not np.issubdtype(a.dtype, np.floating):
+        return a
+    return torch.from_numpy(a).to(_TORCH[dtype]).double().numpy()
+
+
+class Expected(NamedTuple):
+    args: tuple  # float64 NumPy arguments, rounded to the dtype
+    kwargs: dict
+    value: np.ndarray
+    grad: np.ndarray | None  # None for "value-only" cases
+    grad_output: np.ndarray
+
+
+def _quiet():
+    ctx = warnings.catch_warnings()
+    ctx.__enter__()
+    warnings.simplefilter("ignore", UserWarning)  # kl_div's "mean" warning, tested on its own
+    return ctx
+
+
+@functools.lru_cache(maxsize=4096)
+def _expected(case_id, dtype) -> Expected:
+    case = _BY_ID[case_id]
+    args, kwargs = case.make()
+    args = tuple(_round(a, dtype) for a in args)
+    kwargs = {k: _round(v, dtype) for k, v in kwargs.items()}
+    targs = [torch.tensor(a, requires_grad=(i == 0)) if isinstance(a, np.ndarray) else a for i, a in enumerate(args)]
+    tkw = {k: torch.tensor(v) if isinstance(v, np.ndarray) else v for k, v in kwargs.items()}
+    ctx = _quiet()
+    try:
+        value = case.reference(*targs, **tkw)
+    finally:
+        ctx.__exit__(None, None, None)
+    g = np.random.default_rng(1).uniform(0.5, 1.5, size=tuple(value.shape)) if value.dim() else np.array(1.3)
+    g = _round(np.asarray(g), dtype)  # the path gets grad_output in the dtype: the reference uses that
+    grad = None
+    if "value-only" not in case.tags:
+        (grad,) = torch.autograd.grad(value, targs[0], torch.as_tensor(g), allow_unused=True)
+        grad = np.zeros(args[0].shape) if grad is None else grad.numpy()
+    return Expected(args, kwargs, value.detach().numpy(), grad, np.asarray(g))
+
+
+def expected(case, dtype) -> Expected:
+    return _expected(case.id, dtype)
+
+
+def _to(a, dtype, kind):
+    if not isinstance(a, np.ndarray):
+        return a
+    floating = np.issubdtype(a.dtype, np.floating)
+    if kind == "numpy":
+        return a.astype(dtype) if floating else a.copy()
+    t = torch.from_numpy(a.copy())
+    return t.to(_TORCH[dtype]) if floating else t
+
+
+def _numpy64(a):
+    if isinstance(a, torch.Tensor):
+        return a.detach().double().numpy()
+    return np.asarray(a, dtype=np.float64)
+
+
+def _dtype_ok(value, grad, dtype):
+    want = np.dtype(dtype) if not isinstance(value, torch.Tensor) else _TORCH[dtype]
+    return value.dtype == want and (grad is None or grad.dtype == want)
+
+
+def run(case, path, dtype):
+    """``(value, grad, dtypes_ok)`` of ``case`` through ``path`` (not vocab-parallel), grad for
+    the expected grad_output, both as float64 NumPy arrays."""
+    exp = expected(case, dtype)
+    f = case.function
+    kind = "numpy" if path == "numpy" else "torch"
+    args = [_to(a, dtype, kind) for a in exp.args]
+    kwargs = {k: _to(v, dtype, kind) for k, v in exp.kwargs.items()}
+    ctx = _quiet()
+    try:
+        if path == "numpy":
+            value, grad = f.value_and_grad(*args, grad_output=exp.grad_output, **kwargs)
+            return _numpy64(value), _numpy64(grad), _dtype_ok(value, grad, dtype)
+        if path == "linear":
+            return _run_linear(args, kwargs, exp, dtype)
+        x = args[0].requires_grad_(True)
+        value = (f.reference if path == "torch-core" else f)(x, *args[1:], **kwargs)
+        g = torch.as_tensor(exp.grad_output).to(value.dtype)
+        (grad,) = torch.autograd.grad(value, x, g) if value.requires_grad else (torch.zeros_like(x),)
+        ok = _dtype_ok(value, grad, dtype)
+        if path == "torch-core":  # and the analytic gradient with no autograd
+            v2, g2 = f.value_and_grad(x.detach(), *args[1:], grad_output=g, **kwargs)
+            ok = ok and bool(_error(_numpy64(v2), _numpy64(value)) == 0) and _dtype_ok(v2, g2, dtype)
+            ok = ok and bool(_error(_numpy64(g2), _numpy64(grad)) <= tolerance(dtype))
+        return _numpy64(value), _numpy64(grad), ok
+    finally:
+        ctx.__exit__(None, None, None)
+
+
+def _rows(x, t, kwargs):
+    """Logits and targets as (rows, C) class-last, as linear and vocab-parallel take them."""
+    cd = (1 if x.ndim >= 2 else 0) if kwargs.get("axis") is None else kwargs["axis"] % x.ndim
+    moved = x.movedim(cd, -1)
+    L = moved.reshape(-1, x.shape[cd])
+    T = t.movedim(cd, -1).reshape(-1, x.shape[cd]) if t.is_floating_point() else t.reshape(-1)
+    back = lambda G: G.reshape(moved.shape).movedim(-1, cd)  # noqa: E731
+    return L, T, back
+
+
+def _run_linear(args, kwargs, exp, dtype):
+    x, t = args
+    kw = {k: v for k, v in kwargs.items() if k != "axis"}
+    L, T, back = _rows(x, t, kwargs)
+    W = L.T.contiguous().requires_grad_(True)
+    eye = torch.eye(L.shape[0], dtype=L.dtype)
+    value = ce.linear_cross_entropy(eye, W, T, **kw)
+    g = torch.as_tensor(exp.grad_output).to(value.dtype).reshape(value.shape)
+    if kw.get("reduction") == "none":
+        value = value.reshape(exp.value.shape)
+        g = g.reshape(value.shape)
+    (gW,) = torch.autograd.grad(value, W, g) if value.requires_grad else (torch.zeros_like(W),)
+    grad = back(gW.T)
+    return _numpy64(value), _numpy64(grad), _dtype_ok(value, grad, dtype)
+
+
+def _error(actual, expected, tiny=False, dtype="float64"):
+    """The largest error of ``actual`` (see the module docstring); inf where the
+    non-finite entries do not match."""
+    a, e = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
+    if a.shape != e.shape:
+        return np.inf
+    if dtype in ("bfloat16", "float16"):  # what the half type cannot hold comes back infinite
+        top = float(torch.finfo(_TORCH[dtype]).max)
+        e = np.where(np.abs(e) > top * (1 + 2.0**-9), np.where(e > 0, np.inf, -np.inf), e)
+    fin = np.isfinite(e)
+    if not np.array_equal(np.isfinite(a), fin) or not np.array_equal(a[~fin], e[~fin], equal_nan=True):
+        return np.inf
+    if not fin.any():
+        return 0.0
+    if tiny:  # in ulps of the expected value
+        return float((np.abs(a[fin] - e[fin]) / ulp(e[fin], dtype)).max(initial=0.0))
+    scale = max(1.0, float(np.abs(e[fin]).max()))
+    return float(np.abs(a[fin] - e[fin]).max() / scale)
+
+
+class Result(NamedTuple):
+    ok: bool
+    value_error: float
+    grad_error: float
+    tolerance: float
+    dtypes_ok: bool
+
+    def __str__(self):
+        return (f"value error {self.value_error:.3g}, gradient error {self.grad_error:.3g}, tolerance "
+                f"{self.tolerance:.3g}" + ("" if self.dtypes_ok else ", wrong result dtype"))
+
+
+def compare(case, dtype, value, grad, dtypes_ok=True) -> Result:
+    exp = expected(case, dtype)
+    tiny = "tiny" in case.tags
+    tol = tolerance(dtype, tiny)
+    ve = _error(value, exp.value, tiny, dtype)
+    ge = 0.0 if exp.grad is None else _error(grad, exp.grad, False, dtype)
+    gtol = tolerance(dtype)
+    return Result(ve <= tol and ge <= gtol and dtypes_ok, ve, ge, tol, dtypes_ok)
+
+
+def check(case, path, dtype) -> Result:
+    """Run and compare."""
+    return compare(case, dtype, *run(case, path, dtype))
+
+
+def run_vocab_parallel(case, dtype, rank, world):
+    """This rank's ``Result`` of both vocab-parallel functions on ``case``, the
+    classes split into ``world`` nearly even shards (uneven ones with
+    ``vocab_start``). Call it in every rank of an initialised gloo group."""
+    from ..distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
+
+    exp = expected(case, dtype)
+    x, t = (_to(a, dtype, "torch") for a in exp.args)
+    kwargs = {k: _to(v, dtype, "torch") for k, v in exp.kwargs.items() if k != "axis"}
+    L, T, _ = _rows(x, t, exp.kwargs)
+    C = L.shape[1]
+    widths = [C // world + (1 if r < C % world else 0) for r in range(world)]
+    start = sum(widths[:rank])
+    even = len(set(widths)) == 1
+    shard = L[:, start:start + widths[rank]].clone().requires_grad_(True)
+    results = []
+    for linear in (False, True):
+        if linear and not torch.isfinite(L).all():
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)
+            if linear:
+                W = shard.detach().T.contiguous().requires_grad_(True)
+                value = vocab_parallel_linear_cross_entropy(torch.eye(L.shape[0], dtype=L.dtype), W, T,
+                                                            vocab_start=None if even else start, **kwargs)
+            else:
+                value = vocab_parallel_cross_entropy(shard, T, vocab_start=None if even else start, **kwargs)
+        g = torch.as_tensor(exp.grad_output).to(value.dtype).reshape(value.shape)
+        leaf = W if linear else shard
+        (gs,) = torch.autograd.grad(value, leaf, g) if value.requires_grad else (torch.zeros_like(leaf),)
+        gs = gs.T if linear else gs
+        full = torch.zeros(L.shape, dtype=torch.float64)
+        full[:, start:start + widths[rank]] = gs.double()
+        want = None if exp.grad is None else _rows(torch.from_numpy(exp.grad), T, exp.kwargs)[0].numpy()
+        mine = slice(start, start + widths[rank])
+        ve = _error(_numpy64(value).reshape(exp.value.shape), exp.value, False, dtype)
+        ge = _error(full.numpy()[:, mine], want[:, mine], False, dtype) if exp.grad is not None else 0.0
+        tol = tolerance(dtype)
+        results.append(Result(ve <= tol and ge <= tol and value.dtype == _TORCH[dtype], ve, ge, tol,
+                              value.dtype == _TORCH[dtype]))
+    return results
+
