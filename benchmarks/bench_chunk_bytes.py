@@ -3,14 +3,14 @@
     python benchmarks/bench_chunk_bytes.py            # the sizes below; writes results/chunk_bytes.csv
     python benchmarks/bench_chunk_bytes.py --quick    # smaller sizes, nothing written
 
-Cross-entropy (``crossentropy._torch.fused``, N=4096, V=32000): the kernel
+Cross-entropy (``crossentropy._torch.cross_entropy``, N=4096, V=32000): the kernel
 makes several passes over a chunk of rows (a copy into the gradient buffer,
 the row maximum, one exponential, the row sum, the scaling into the
 gradient). Chunks of ``_CHUNK_BYTES`` (shipped: 2 MiB) against smaller and
 larger ones and the whole tensor.
 
 Binary cross-entropy on logits and the sigmoid focal loss
-(``crossentropy._torch.elementwise``, 1M and 10M elements): chunks of
+(``crossentropy._torch.binary``, 1M and 10M elements): chunks of
 ``_CHUNK_ELEMS`` (shipped: 256K elements) against other sizes and the whole
 tensor, where every temporary is an input-sized buffer.
 
@@ -30,7 +30,8 @@ import _measure as m
 import crossentropy as ce
 from bench_binary import inputs as binary_inputs
 from bench_binary import torchvision_sigmoid_focal_loss
-from crossentropy._torch import elementwise, fused
+from crossentropy._torch import binary as elementwise
+from crossentropy._torch import cross_entropy as fused
 
 WHOLE = 1 << 62
 CE_SIZES = {"256 KiB": 1 << 18, "2 MiB (default)": 1 << 21, "16 MiB": 1 << 24, "whole tensor": WHOLE}
@@ -77,7 +78,7 @@ def main():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, v, generator=g).mul_(2)
     t = torch.randint(0, v, (n,), generator=g)
-    methods = {f"ours, {k}": patched(fused, "_CHUNK_BYTES", b, ce.cross_entropy) for k, b in CE_SIZES.items()}
+    methods = {f"ours, {k}": patched(fused, "_BLOCK_BYTES", b, ce.cross_entropy) for k, b in CE_SIZES.items()}
     methods["F.cross_entropy"] = F.cross_entropy
     print(f"cross_entropy N={n} V={v} ...", file=sys.stderr, flush=True)
     rows += rows_for("cross_entropy", f"{n}x{v}", timed(methods, x, t, reps), "F.cross_entropy")

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 import _measure as m
 import crossentropy as ce
-from crossentropy.linear import default_chunk_size
+from crossentropy._torch.linear import default_chunk_size
 
 METHODS = ("ours", "naive", "torch chunked")
 SWEEP_N, SWEEP_H, SWEEP_V = 2048, 512, (8192, 16384, 32768, 65536, 131072, 262144)

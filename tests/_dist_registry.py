@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from crossentropy.cases import CASES, paths
+from crossentropy.cases import CASES
+from crossentropy.cases.vocab_parallel import run_vocab_parallel
 from crossentropy.distributed import vocab_parallel_cross_entropy as vp
 from crossentropy.distributed import vocab_parallel_linear_cross_entropy as vpl
 
@@ -19,7 +20,7 @@ _BY_ID = {c.id: c for c in CASES}
 def registry(rank, world, jobs):
     failures = []
     for case_id, dtype in jobs:
-        for r in paths.run_vocab_parallel(_BY_ID[case_id], dtype, rank, world):
+        for r in run_vocab_parallel(_BY_ID[case_id], dtype, rank, world):
             if not r.ok:
                 failures.append(f"{case_id} {dtype}: {r}")
     return failures

@@ -3,7 +3,6 @@ shapes, gradcheck, in-place backward, stats, compile, chunk boundaries,
 probability targets, empty batches. (Every registry case runs through it in
 test_registry.py.)"""
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

@@ -30,6 +30,7 @@ __all__ = [
     "to_float64_numpy",
     "stop_gradient",
     "quiet",
+    "lincomb",
     "device",
 ]
 
@@ -155,6 +156,19 @@ def stop_gradient(a):
     as the max-shift of logsumexp, so that autograd does not do useless work.
     """
     return a.detach() if is_torch(a) else a
+
+
+def lincomb(xp, a, wa, b, wb, sign=1):
+    """``a * wa + sign * b * wb`` (``wa``/``wb`` arrays or None for 1), written
+    over ``a`` when ``xp`` is torch: ``a`` must be a temporary its caller owns.
+    The formulas of ``crossentropy.losses`` that combine terms elementwise use
+    this, so that the torch kernels evaluate them without a fresh buffer per
+    operation (on CPU a chunk-sized allocation costs as much as the operation)."""
+    if array_api_compat.is_torch_namespace(xp) or xp.__name__ == "torch":
+        out = a if wa is None else a.mul_(wa)
+        return out.add_(b, alpha=sign) if wb is None else out.addcmul_(b, wb, value=sign)
+    out = a if wa is None else a * wa
+    return out + sign * (b if wb is None else b * wb)
 
 
 def quiet():

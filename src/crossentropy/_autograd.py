@@ -81,7 +81,7 @@ def analytic(core, kernel=None):
             if _requires_grad(first) and not any(map(_requires_grad, others)) and _grad_enabled():
                 names = list(arguments)
                 rest = {k: arguments[k] for k in names[1:]}
-                return _function_classes()[0].apply(first, core, rest, public.__name__)
+                return function_classes()[0].apply(first, core, rest, public.__name__)
             with _numpy_quiet():
                 value, _ = core(**arguments, need_grad=False, grad_output=None)
             return value
@@ -133,7 +133,7 @@ def kept_gradient(compute, x, grad_output_axis=None, name="loss"):
     import torch
 
     if torch.is_grad_enabled() and x.requires_grad:
-        out = _function_classes()[1].apply(x, compute, grad_output_axis, name)
+        out = function_classes()[1].apply(x, compute, grad_output_axis, name)
         return (out, ()) if isinstance(out, torch.Tensor) else (out[0], tuple(out[1:]))
     value, _, extras = compute(False)
     return value, tuple(extras)
@@ -179,7 +179,7 @@ def refuse_double_backward(grads, anchor, name):
 
     if not torch.is_grad_enabled():
         return grads
-    refuse = _function_classes()[2]
+    refuse = function_classes()[2]
     return tuple(None if g is None else refuse.apply(g, anchor, name) for g in grads)
 
 
@@ -202,17 +202,17 @@ def _compute_dtype(dtype):
 _CLASSES = None
 
 
-def _function_classes():
+def function_classes():
     """The torch Function classes, made on first use (``import crossentropy``
     does not import torch). A plain global, so that ``torch.compile`` sees a
     constant here and never traces the class statements."""
     global _CLASSES
     if _CLASSES is None:
-        _CLASSES = _make_function_classes()
+        _CLASSES = _makefunction_classes()
     return _CLASSES
 
 
-def _make_function_classes():
+def _makefunction_classes():
     import torch
 
     class _Analytic(torch.autograd.Function):
@@ -274,5 +274,5 @@ def _make_function_classes():
     return _Analytic, _Kept, _RefuseDoubleBackward
 
 
-if "torch" in sys.modules:  # torch is already loaded: make the classes now (see _function_classes)
-    _function_classes()
+if "torch" in sys.modules:  # torch is already loaded: make the classes now (see function_classes)
+    function_classes()

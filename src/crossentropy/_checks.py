@@ -17,7 +17,7 @@ import warnings
 from numbers import Integral, Real
 from typing import NamedTuple
 
-from ._array import as_array_like, compute_dtype, on_cpu
+from ._array import as_array_like, compute_dtype, on_cpu, stop_gradient
 
 REDUCTIONS = ("none", "mean", "sum")
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -123,19 +123,21 @@ def class_indices(xp, target, num_classes: int, ignore_index: int, name: str = "
 
 
 def probabilities(xp, p, name: str, *, high=None) -> None:
-    """No NaN and nothing negative (and nothing above ``high`` when given)."""
+    """No NaN and nothing negative (and nothing above ``high`` when given).
+    Two reductions: the minimum is NaN where some entry is (min propagates NaN)."""
     if not on_cpu(p) or math.prod(p.shape) == 0:
         return
+    p = stop_gradient(p)  # looked at, not differentiated
     allowed = f"in [0, {high}]" if high is not None else ">= 0"
-    if bool(xp.any(xp.isnan(p))):
+    low = float(xp.min(p))
+    if math.isnan(low):
         raise ValueError(f"{name} contains NaN; probabilities must be numbers {allowed}")
-    low = xp.min(p)
-    if bool(low < 0):
-        raise ValueError(f"{name} contains {float(low)}; probabilities must be {allowed}")
+    if low < 0:
+        raise ValueError(f"{name} contains {low}; probabilities must be {allowed}")
     if high is not None:
-        top = xp.max(p)
-        if bool(top > high):
-            raise ValueError(f"{name} contains {float(top)}; probabilities must be {allowed}")
+        top = float(xp.max(p))
+        if top > high:
+            raise ValueError(f"{name} contains {top}; probabilities must be {allowed}")
 
 
 def no_nan(xp, a, name: str) -> None:

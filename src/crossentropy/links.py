@@ -5,7 +5,8 @@ and returns the same kind on the same device. Half-precision inputs are
 computed in float32 and returned in their own dtype. On torch tensors autograd
 works through every function.
 
-Stability idioms, written once here and reused by the losses:
+Stability idioms, written once in :mod:`crossentropy._stable`, which the
+functions here and every loss call:
 
 * ``logsumexp`` shifts by the row maximum ``m`` so that no ``exp`` overflows:
   :math:`\log\sum_j e^{x_j} = m + \log\sum_j e^{x_j - m}`;
@@ -16,89 +17,12 @@ Stability idioms, written once here and reused by the losses:
 
 from __future__ import annotations
 
-from ._array import device, namespace, quiet, stop_gradient, to_compute
+from . import _stable
+from ._array import device, namespace, quiet, to_compute
 from ._checks import axis as _check_axis
 from ._checks import floating as _check_floating
 
 __all__ = ["logsumexp", "softmax", "log_softmax", "sigmoid", "log_sigmoid", "softmax_jacobian"]
-
-
-# ----------------------------------------------------------------------------
-# Compute-dtype kernels: ``x`` is already float32/float64 and ``axis`` valid.
-# The losses call these directly.
-# ----------------------------------------------------------------------------
-
-
-def _shift(xp, x, axis: int):
-    """The row maximum ``m`` (keepdims) that logsumexp and softmax shift by, cut
-    from autograd (its gradient cancels). A row of all -inf (or with a +inf
-    entry) has no finite shift: 0 is used there, and exp/log then produce
-    -inf (or +inf) exactly. An empty axis has no maximum: shift by 0."""
-    if x.shape[axis] == 0:
-        shape = list(x.shape)
-        shape[axis] = 1
-        return xp.zeros(tuple(shape), dtype=x.dtype, device=device(x))
-    m = xp.max(x, axis=axis, keepdims=True)
-    return stop_gradient(xp.where(xp.isfinite(m), m, xp.zeros_like(m)))
-
-
-def _lse(xp, x, axis: int, keepdims: bool = True):
-    """log sum_j e^{x_j} along ``axis``; -inf over an empty axis (log 0)."""
-    m = _shift(xp, x, axis)
-    out = xp.log(xp.sum(xp.exp(x - m), axis=axis, keepdims=True)) + m
-    return out if keepdims else xp.squeeze(out, axis=axis)
-
-
-def _log_softmax(xp, x, axis: int):
-    """``(x - m) - log sum_j e^{x_j - m}``: relative to the shift, so that a
-    logit near the maximum keeps its precision (``x - LSE`` would carry the
-    rounding of ``LSE``, about 1e-3 at logits of 1e4 in float32)."""
-    shifted = x - _shift(xp, x, axis)
-    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
-
-
-def _softmax(xp, x, axis: int):
-    e = xp.exp(x - _shift(xp, x, axis))
-    return e / xp.sum(e, axis=axis, keepdims=True)
-
-
-def _abs(xp, x):
-    """``|x|``, written as a ``where`` so that autograd takes the derivative of
-    the ``x >= 0`` branch at 0 (``d|x|/dx = sign(x) = 0`` there would be
-    wrong for the functions below); :func:`_positive_part` takes the same branch."""
-    return xp.where(x >= 0, x, -x)
-
-
-def _positive_part(xp, x):
-    """``max(x, 0)``, with the ``x >= 0`` branch at 0 (see :func:`_abs`)."""
-    return xp.where(x >= 0, x, xp.zeros_like(x))
-
-
-def _negative_part(xp, x):
-    """``max(-x, 0)``, with the ``x >= 0`` branch at 0 (see :func:`_abs`)."""
-    return xp.where(x >= 0, xp.zeros_like(x), -x)
-
-
-def _softplus_parts(xp, x):
-    """``e = exp(-|x|)`` and ``l = log1p(e)``, from which every function of the
-    logistic model follows without overflow or cancellation:
-    softplus(x) = log(1 + e^x) = l + max(x, 0), softplus(-x) = l + max(-x, 0)
-    (:func:`_positive_part`, :func:`_negative_part`),
-    log sigma(x) = -softplus(-x), sigma(x) = [x >= 0 ? 1 : e] / (1 + e)."""
-    e = xp.exp(-_abs(xp, x))
-    return e, xp.log1p(e)
-
-
-def _sigmoid(xp, x, e=None):
-    # 1/(1+e^-x) for x >= 0 and e^x/(1+e^x) for x < 0: every exp is <= 1.
-    e = xp.exp(-_abs(xp, x)) if e is None else e
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e))
-
-
-def _log_sigmoid(xp, x):
-    # log sigma(x) = -softplus(-x) = -(log1p(exp(-|x|)) + max(-x, 0))
-    _, l = _softplus_parts(xp, x)
-    return -(l + _negative_part(xp, x))
 
 
 # ----------------------------------------------------------------------------
@@ -148,7 +72,7 @@ def logsumexp(x, axis=-1, keepdims=False):
     1000.6931471805599
     """
     xp, xc, ax = _prepare(x, axis)
-    out = _lse(xp, xc, ax, keepdims)
+    out = _stable.lse(xp, xc, ax, keepdims)
     if axis is None:
         out = xp.reshape(out, (1,) * x.ndim if keepdims else ())
     return xp.astype(out, x.dtype)
@@ -166,7 +90,7 @@ def softmax(x, axis=-1):
     array([0.09  , 0.2447, 0.6652])
     """
     xp, xc, ax = _prepare(x, axis)
-    return xp.astype(xp.reshape(_softmax(xp, xc, ax), x.shape), x.dtype)
+    return xp.astype(xp.reshape(_stable.softmax(xp, xc, ax), x.shape), x.dtype)
 
 
 @quiet()
@@ -183,7 +107,7 @@ def log_softmax(x, axis=-1):
     array([-1000.,     0.])
     """
     xp, xc, ax = _prepare(x, axis)
-    return xp.astype(xp.reshape(_log_softmax(xp, xc, ax), x.shape), x.dtype)
+    return xp.astype(xp.reshape(_stable.log_softmax(xp, xc, ax), x.shape), x.dtype)
 
 
 @quiet()
@@ -195,7 +119,7 @@ def sigmoid(x):
     array([0. , 0.5, 1. ])
     """
     xp, xc = _elementwise(x)
-    return xp.astype(_sigmoid(xp, xc), x.dtype)
+    return xp.astype(_stable.sigmoid(xp, xc), x.dtype)
 
 
 @quiet()
@@ -209,7 +133,7 @@ def log_sigmoid(x):
     array([-8.00000000e+02, -6.93147181e-01, -1.26928011e-01])
     """
     xp, xc = _elementwise(x)
-    return xp.astype(_log_sigmoid(xp, xc), x.dtype)
+    return xp.astype(_stable.log_sigmoid(xp, xc), x.dtype)
 
 
 @quiet()
@@ -236,7 +160,7 @@ def softmax_jacobian(x, axis=-1):
     if axis is None:
         raise ValueError("axis=None: softmax_jacobian needs the one axis that holds the classes")
     xp, xc, ax = _prepare(x, axis)
-    p = xp.moveaxis(_softmax(xp, xc, ax), ax, -1)
+    p = xp.moveaxis(_stable.softmax(xp, xc, ax), ax, -1)
     eye = xp.eye(p.shape[-1], dtype=p.dtype, device=device(p))
     jac = p[..., :, None] * eye - p[..., :, None] * p[..., None, :]
     return xp.astype(jac, x.dtype)

@@ -4,6 +4,6 @@ Importing this package makes the autograd Function classes of
 ``crossentropy._autograd``, so that they exist before ``torch.compile``
 traces a call (a class statement cannot be traced)."""
 
-from .._autograd import _function_classes
+from .._autograd import function_classes
 
-_function_classes()
+function_classes()

@@ -25,8 +25,11 @@ import torch
 from .. import _reduce
 from .._array import namespace
 from .._autograd import kept_gradient
+from ..losses.binary import target_values
 
 __all__ = ["elementwise_loss"]
+
+_COMPAT = namespace(x=torch.empty(0))  # the array-API namespace, for the checks
 
 # Elements a chunk: 1 MB of float32, which stays in L2 between the passes.
 # Chosen with benchmarks/bench_chunk_bytes.py (BENCHMARKS.md has the figures).
@@ -43,11 +46,14 @@ def _layout(x, tensors):
     return xv, [None if a is None else a.reshape((1,) * (xv.ndim - a.ndim) + tuple(a.shape)) for a in tensors]
 
 
-def _loop(x, terms, tensors, reduction, want_grad):
+def _loop(x, terms, tensors, reduction, want_grad, target_name):
     """The loss, reduced, in x's dtype, and the gradient of the reduced loss
     with respect to x for a unit grad_output (or None). ``terms(xp, x, *tensors,
     need_grad)`` is the core's elementwise formula."""
-    xp = namespace(x=x)
+    # The elementwise formulas call only functions whose torch signature is the
+    # array API's (exp, abs, log1p, maximum, logaddexp, where, ...), so torch
+    # itself serves as their namespace here, without the compat layer's calls.
+    xp = torch
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     n = x.numel()
     xv, tv = _layout(x, tensors)
@@ -61,27 +67,32 @@ def _loop(x, terms, tensors, reduction, want_grad):
     scale = _reduce.unit_scale(xp, reduction, cdt, x, count=n)
     for i in range(0, rows, step):
         sl = slice(i, i + step)
+        target_values(_COMPAT, tv[0][sl], target_name)  # the target's values, while the chunk is in cache
         chunk = [None if a is None else (a if a.shape[0] == 1 else a[sl]).to(cdt) for a in tv]
-        loss, g = terms(xp, xv[sl].to(cdt), *chunk, need_grad=want_grad)
+        xc = xv[sl].to(cdt)
+        # the formulas' fix for infinite logits costs a select: only where a chunk
+        # may have one (a sum that is not finite; on CUDA and while tracing, always)
+        infinite = whole or not bool(torch.isfinite(xc.sum()))
+        loss, g = terms(xp, xc, *chunk, need_grad=want_grad, infinite=infinite)
         loss = loss.expand(xv[sl].shape)  # factors that broadcast may leave a smaller shape
         if out is None:
             total = total + loss.sum()
         else:
             out[sl] = loss
-        if grad is not None:
-            grad[sl] = (g * scale).expand(xv[sl].shape)
+        if grad is not None:  # the gradient of the reduced loss, written once
+            torch.mul(g, scale, out=grad[sl]) if g.shape == grad[sl].shape else grad[sl].copy_(g * scale)
     value = out.reshape(x.shape) if out is not None else (total * scale).to(x.dtype)
     return value, None if grad is None else grad.reshape(x.shape)
 
 
-def elementwise_loss(x, terms, tensors, reduction, name):
-    """The loss of ``terms`` (the core's elementwise formula, its extra array
-    arguments ``tensors`` already validated and broadcastable to ``x``),
-    differentiable with respect to ``x`` through the gradient kept from the
-    forward pass."""
+def elementwise_loss(x, terms, tensors, reduction, name, target_name="target"):
+    """The loss of ``terms`` (the core's elementwise formula; its extra array
+    arguments ``tensors``, the target first, already validated but for the
+    target's values, and broadcastable to ``x``), differentiable with respect
+    to ``x`` through the gradient kept from the forward pass."""
 
     def compute(want_grad):
-        value, grad = _loop(x, terms, tensors, reduction, want_grad)
+        value, grad = _loop(x, terms, tensors, reduction, want_grad, target_name)
         return value, grad, ()
 
     return kept_gradient(compute, x, name=name)[0]

@@ -31,7 +31,7 @@ from .. import _reduce
 from .._array import namespace, on_cpu
 from .._autograd import refuse_double_backward, scale_kept_gradient
 from ..losses import cross_entropy as ce_math
-from .cross_entropy import block_loss_and_grad_, index_block_targets, probability_block_targets
+from .cross_entropy_blocks import block_loss_and_grad_, index_block_targets, probability_block_targets
 
 # The default chunk's floor: enough rows to amortise the weight-gradient
 # accumulator's traffic, unless that takes more than 64 MiB of float32 logits.

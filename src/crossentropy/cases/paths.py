@@ -13,8 +13,9 @@ Paths (:data:`PATHS`):
   (the matrix products multiply by 1 and add zeros), and ``grad_W.T`` is the
   logits' gradient;
 * ``vocab-parallel``: cross-entropy cases with class indices through both
-  vocab-parallel functions on a gloo group (``run_vocab_parallel``, called in
-  each rank of a spawned group by the tests).
+  vocab-parallel functions on a gloo group
+  (:func:`crossentropy.cases.vocab_parallel.run_vocab_parallel`, called in each
+  rank of a spawned group by the tests).
 
 Every floating input is first rounded to the dtype, and the reference is
 computed in float64 from the rounded inputs, so that what is compared is the
@@ -53,12 +54,12 @@ import crossentropy as ce
 
 from . import CASES
 
-__all__ = ["PATHS", "DTYPES", "KERNELS", "accepts", "check", "expected", "tolerance", "run_vocab_parallel"]
+__all__ = ["PATHS", "DTYPES", "KERNELS", "accepts", "check", "compare", "expected", "tolerance", "ulp"]
 
 PATHS = ("numpy", "torch-core", "torch-kernel", "linear", "vocab-parallel")
 DTYPES = ("float64", "float32", "bfloat16", "float16")
 KERNELS = frozenset({"cross_entropy", "focal_loss", "binary_cross_entropy_with_logits", "sigmoid_focal_loss"})
-_TORCH = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _BY_ID = {c.id: c for c in CASES}
 
 
@@ -106,7 +107,7 @@ def _round(a, dtype):
     """A float64 NumPy array rounded to ``dtype`` and back (integers as they are)."""
     if not isinstance(a, np.ndarray) or not np.issubdtype(a.dtype, np.floating):
         return a
-    return torch.from_numpy(a).to(_TORCH[dtype]).double().numpy()
+    return torch.from_numpy(a).to(TORCH_DTYPES[dtype]).double().numpy()
 
 
 class Expected(NamedTuple):
@@ -150,24 +151,24 @@ def expected(case, dtype) -> Expected:
     return _expected(case.id, dtype)
 
 
-def _to(a, dtype, kind):
+def to_dtype(a, dtype, kind):
     if not isinstance(a, np.ndarray):
         return a
     floating = np.issubdtype(a.dtype, np.floating)
     if kind == "numpy":
         return a.astype(dtype) if floating else a.copy()
     t = torch.from_numpy(a.copy())
-    return t.to(_TORCH[dtype]) if floating else t
+    return t.to(TORCH_DTYPES[dtype]) if floating else t
 
 
-def _numpy64(a):
+def as_float64(a):
     if isinstance(a, torch.Tensor):
         return a.detach().double().numpy()
     return np.asarray(a, dtype=np.float64)
 
 
 def _dtype_ok(value, grad, dtype):
-    want = np.dtype(dtype) if not isinstance(value, torch.Tensor) else _TORCH[dtype]
+    want = np.dtype(dtype) if not isinstance(value, torch.Tensor) else TORCH_DTYPES[dtype]
     return value.dtype == want and (grad is None or grad.dtype == want)
 
 
@@ -177,13 +178,13 @@ def run(case, path, dtype):
     exp = expected(case, dtype)
     f = case.function
     kind = "numpy" if path == "numpy" else "torch"
-    args = [_to(a, dtype, kind) for a in exp.args]
-    kwargs = {k: _to(v, dtype, kind) for k, v in exp.kwargs.items()}
+    args = [to_dtype(a, dtype, kind) for a in exp.args]
+    kwargs = {k: to_dtype(v, dtype, kind) for k, v in exp.kwargs.items()}
     ctx = _quiet()
     try:
         if path == "numpy":
             value, grad = f.value_and_grad(*args, grad_output=exp.grad_output, **kwargs)
-            return _numpy64(value), _numpy64(grad), _dtype_ok(value, grad, dtype)
+            return as_float64(value), as_float64(grad), _dtype_ok(value, grad, dtype)
         if path == "linear":
             return _run_linear(args, kwargs, exp, dtype)
         x = args[0].requires_grad_(True)
@@ -193,14 +194,14 @@ def run(case, path, dtype):
         ok = _dtype_ok(value, grad, dtype)
         if path == "torch-core":  # and the analytic gradient with no autograd
             v2, g2 = f.value_and_grad(x.detach(), *args[1:], grad_output=g, **kwargs)
-            ok = ok and bool(_error(_numpy64(v2), _numpy64(value)) == 0) and _dtype_ok(v2, g2, dtype)
-            ok = ok and bool(_error(_numpy64(g2), _numpy64(grad)) <= tolerance(dtype))
-        return _numpy64(value), _numpy64(grad), ok
+            ok = ok and bool(error(as_float64(v2), as_float64(value)) == 0) and _dtype_ok(v2, g2, dtype)
+            ok = ok and bool(error(as_float64(g2), as_float64(grad)) <= tolerance(dtype))
+        return as_float64(value), as_float64(grad), ok
     finally:
         ctx.__exit__(None, None, None)
 
 
-def _rows(x, t, kwargs):
+def as_rows(x, t, kwargs):
     """Logits and targets as (rows, C) class-last, as linear and vocab-parallel take them."""
     cd = (1 if x.ndim >= 2 else 0) if kwargs.get("axis") is None else kwargs["axis"] % x.ndim
     moved = x.movedim(cd, -1)
@@ -213,7 +214,7 @@ def _rows(x, t, kwargs):
 def _run_linear(args, kwargs, exp, dtype):
     x, t = args
     kw = {k: v for k, v in kwargs.items() if k != "axis"}
-    L, T, back = _rows(x, t, kwargs)
+    L, T, back = as_rows(x, t, kwargs)
     W = L.T.contiguous().requires_grad_(True)
     eye = torch.eye(L.shape[0], dtype=L.dtype)
     value = ce.linear_cross_entropy(eye, W, T, **kw)
@@ -223,17 +224,17 @@ def _run_linear(args, kwargs, exp, dtype):
         g = g.reshape(value.shape)
     (gW,) = torch.autograd.grad(value, W, g) if value.requires_grad else (torch.zeros_like(W),)
     grad = back(gW.T)
-    return _numpy64(value), _numpy64(grad), _dtype_ok(value, grad, dtype)
+    return as_float64(value), as_float64(grad), _dtype_ok(value, grad, dtype)
 
 
-def _error(actual, expected, tiny=False, dtype="float64"):
+def error(actual, expected, tiny=False, dtype="float64"):
     """The largest error of ``actual`` (see the module docstring); inf where the
     non-finite entries do not match."""
     a, e = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
     if a.shape != e.shape:
         return np.inf
     if dtype in ("bfloat16", "float16"):  # what the half type cannot hold comes back infinite
-        top = float(torch.finfo(_TORCH[dtype]).max)
+        top = float(torch.finfo(TORCH_DTYPES[dtype]).max)
         e = np.where(np.abs(e) > top * (1 + 2.0**-9), np.where(e > 0, np.inf, -np.inf), e)
     fin = np.isfinite(e)
     if not np.array_equal(np.isfinite(a), fin) or not np.array_equal(a[~fin], e[~fin], equal_nan=True):
@@ -262,8 +263,8 @@ def compare(case, dtype, value, grad, dtypes_ok=True) -> Result:
     exp = expected(case, dtype)
     tiny = "tiny" in case.tags
     tol = tolerance(dtype, tiny)
-    ve = _error(value, exp.value, tiny, dtype)
-    ge = 0.0 if exp.grad is None else _error(grad, exp.grad, False, dtype)
+    ve = error(value, exp.value, tiny, dtype)
+    ge = 0.0 if exp.grad is None else error(grad, exp.grad, False, dtype)
     gtol = tolerance(dtype)
     return Result(ve <= tol and ge <= gtol and dtypes_ok, ve, ge, tol, dtypes_ok)
 
@@ -271,47 +272,3 @@ def compare(case, dtype, value, grad, dtypes_ok=True) -> Result:
 def check(case, path, dtype) -> Result:
     """Run and compare."""
     return compare(case, dtype, *run(case, path, dtype))
-
-
-def run_vocab_parallel(case, dtype, rank, world):
-    """This rank's ``Result`` of both vocab-parallel functions on ``case``, the
-    classes split into ``world`` nearly even shards (uneven ones with
-    ``vocab_start``). Call it in every rank of an initialised gloo group."""
-    from ..distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
-
-    exp = expected(case, dtype)
-    x, t = (_to(a, dtype, "torch") for a in exp.args)
-    kwargs = {k: _to(v, dtype, "torch") for k, v in exp.kwargs.items() if k != "axis"}
-    L, T, _ = _rows(x, t, exp.kwargs)
-    C = L.shape[1]
-    widths = [C // world + (1 if r < C % world else 0) for r in range(world)]
-    start = sum(widths[:rank])
-    even = len(set(widths)) == 1
-    shard = L[:, start:start + widths[rank]].clone().requires_grad_(True)
-    results = []
-    for linear in (False, True):
-        if linear and not torch.isfinite(L).all():
-            continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            if linear:
-                W = shard.detach().T.contiguous().requires_grad_(True)
-                value = vocab_parallel_linear_cross_entropy(torch.eye(L.shape[0], dtype=L.dtype), W, T,
-                                                            vocab_start=None if even else start, **kwargs)
-            else:
-                value = vocab_parallel_cross_entropy(shard, T, vocab_start=None if even else start, **kwargs)
-        g = torch.as_tensor(exp.grad_output).to(value.dtype).reshape(value.shape)
-        leaf = W if linear else shard
-        (gs,) = torch.autograd.grad(value, leaf, g) if value.requires_grad else (torch.zeros_like(leaf),)
-        gs = gs.T if linear else gs
-        full = torch.zeros(L.shape, dtype=torch.float64)
-        full[:, start:start + widths[rank]] = gs.double()
-        want = None if exp.grad is None else _rows(torch.from_numpy(exp.grad), T, exp.kwargs)[0].numpy()
-        mine = slice(start, start + widths[rank])
-        ve = _error(_numpy64(value).reshape(exp.value.shape), exp.value, False, dtype)
-        ge = _error(full.numpy()[:, mine], want[:, mine], False, dtype) if exp.grad is not None else 0.0
-        tol = tolerance(dtype)
-        results.append(Result(ve <= tol and ge <= tol and value.dtype == _TORCH[dtype], ve, ge, tol,
-                              value.dtype == _TORCH[dtype]))
-    return results
-

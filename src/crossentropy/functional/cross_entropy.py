@@ -17,21 +17,11 @@ from ..losses.cross_entropy import CrossEntropyStats
 __all__ = ["cross_entropy", "cross_entropy_with_stats", "CrossEntropyStats", "nll_loss"]
 
 
-def _in_input_layout(problem, input, value, grad):
-    """The value in the input's dtype; the gradient with the class axis back
-    where the input has it, in the input's dtype."""
-    xp = problem.xp
-    value = xp.astype(value, input.dtype)
-    if grad is None:
-        return value, None
-    return value, xp.astype(xp.moveaxis(grad, -1, problem.class_axis), input.dtype)
-
-
 def _core(input, target, weight, ignore_index, reduction, label_smoothing, axis, z_loss, softcap,
           num_items_in_batch, inplace_backward, *, need_grad, grad_output):
     p = _targets.read(input, target, weight, ignore_index, reduction, label_smoothing, axis, z_loss, softcap)
     value, grad, _ = math.core(p, num_items_in_batch, need_grad=need_grad, grad_output=grad_output)
-    return _in_input_layout(p, input, value, grad)
+    return p.in_input_layout(input, value, grad)
 
 
 def _kernel(input, target, weight, ignore_index, reduction, label_smoothing, axis, z_loss, softcap,
@@ -163,7 +153,7 @@ def cross_entropy_with_stats(
 def _nll_core(input, target, weight, ignore_index, reduction, *, need_grad, grad_output):
     p = _targets.read(input, target, weight, ignore_index, reduction, allow_probs=False)
     value, grad = math.nll_core(p, need_grad=need_grad, grad_output=grad_output)
-    return _in_input_layout(p, input, value, grad)
+    return p.in_input_layout(input, value, grad)
 
 
 @analytic(_nll_core)

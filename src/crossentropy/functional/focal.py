@@ -11,7 +11,6 @@ from .._autograd import analytic, kept_gradient
 from ..losses import _targets, binary
 from ..losses import focal as math
 from .._reduce import finish_elementwise
-from .cross_entropy import _in_input_layout
 
 __all__ = ["focal_loss", "sigmoid_focal_loss"]
 
@@ -20,7 +19,7 @@ def _focal_core(input, target, gamma, weight, ignore_index, reduction, label_smo
     p = _targets.read(input, target, weight, ignore_index, reduction, label_smoothing)
     gamma = _checks.focal_gamma(gamma)
     value, grad = math.categorical_core(p, gamma, need_grad=need_grad, grad_output=grad_output)
-    return _in_input_layout(p, input, value, grad)
+    return p.in_input_layout(input, value, grad)
 
 
 def _focal_kernel(input, target, gamma, weight, ignore_index, reduction, label_smoothing):
@@ -80,7 +79,7 @@ def _sigmoid_focal_kernel(inputs, targets, alpha, gamma, reduction):
     from .._torch.binary import elementwise_loss
 
     terms = functools.partial(math.sigmoid_focal_terms, alpha=alpha, gamma=gamma)
-    return elementwise_loss(inputs, terms, (t,), reduction, "sigmoid_focal_loss")
+    return elementwise_loss(inputs, terms, (t,), reduction, "sigmoid_focal_loss", "targets")
 
 
 @analytic(_sigmoid_focal_core, kernel=_sigmoid_focal_kernel)

@@ -49,6 +49,15 @@ class Categorical:
     def compute_dtype(self):
         return compute_dtype(self.xp, self.x.dtype, "input")
 
+    def in_input_layout(self, input, value, grad):
+        """The value in the input's dtype; the gradient (class axis last) with
+        the class axis back where the input has it, in the input's dtype."""
+        xp = self.xp
+        value = xp.astype(value, input.dtype)
+        if grad is None:
+            return value, None
+        return value, xp.astype(xp.moveaxis(grad, -1, self.class_axis), input.dtype)
+
     def one_hot(self):
         """The index target as a dense (..., C) 0/1 array in the compute dtype."""
         xp = self.xp

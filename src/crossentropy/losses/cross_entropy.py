@@ -36,7 +36,7 @@ from typing import Any, NamedTuple
 
 from .. import _reduce
 from .._array import device
-from ..links import _shift
+from .._stable import shift
 
 # ----------------------------------------------------------------------------
 # Row math. ``xp`` is the array namespace (torch's for the kernels); every
@@ -122,8 +122,7 @@ def z_coefficient(xp, lse, counted, v, z):
 def probability_factor(xp, vc, sum_exp):
     """``v c / Σ``: what ``e^{s_j - m}`` is multiplied by to give ``v c p_j``;
     0 where ``v c`` is 0 (an ignored row of all -inf logits has Σ = 0)."""
-    zero = vc == 0
-    return xp.where(zero, xp.zeros_like(vc), vc / xp.where(zero, xp.ones_like(sum_exp), sum_exp))
+    return xp.where(vc == 0, xp.zeros_like(vc), vc / sum_exp)
 
 
 def target_gradient(xp, hard, vc, p_y, v, b_y=None):
@@ -199,7 +198,7 @@ def core(problem, num_items=None, *, need_grad=False, grad_output=None, want_sta
     opt = p.options
     e, C, z, cap = opt.label_smoothing, p.num_classes, opt.z_loss, opt.softcap
     s = softcap(xp, p.x, cap)
-    m = _shift(xp, s, -1)  # (..., 1)
+    m = shift(xp, s, -1)  # (..., 1)
     shifted = s - m
     ex = xp.exp(shifted)
     sum_exp = xp.sum(ex, axis=-1)

@@ -2,18 +2,20 @@ r"""The focal losses' math (Lin et al. 2017), written once: categorical on
 softmax logits, and sigmoid (binary, elementwise) with torchvision's semantics.
 
 Both multiply a cross-entropy term by the focusing factor
-:math:`(1 - p)^\gamma` of the probability given to the truth, and both are
-computed from log-probabilities, so that value and gradient stay finite for
-saturated logits and for :math:`0 \le \gamma < 1` (where the factor's
-derivative :math:`\gamma(1-p)^{\gamma-1}` is unbounded, but its product with
-:math:`p(1-p)` is not).
+:math:`(1 - p)^\gamma` of the probability given to the truth, computed so that
+value and gradient stay finite for saturated logits and for
+:math:`0 \le \gamma < 1` (where the factor's derivative
+:math:`\gamma(1-p)^{\gamma-1}` is unbounded, but its product with
+:math:`p(1-p)` is not): the categorical one from log-probabilities, the
+sigmoid one from the two sigmoids, each exact to its own relative precision.
 """
 
 from __future__ import annotations
 
 from .. import _reduce
-from ..links import _log_softmax
-from .binary import logistic, masked_product, sigmoids
+from .._stable import log_softmax
+from .._array import device, lincomb
+from .binary import infinite_logits_fixed, logistic, masked_product, sigmoids
 from .cross_entropy import index_targets, mean_denominator, probability_weights
 
 
@@ -37,7 +39,7 @@ def categorical_core(problem, gamma, *, need_grad=False, grad_output=None):
     p, xp = problem, problem.xp
     opt = p.options
     e, C = opt.label_smoothing, p.num_classes
-    logp = _log_softmax(xp, p.x, -1)  # relative to the shift: exact near the maximum
+    logp = log_softmax(xp, p.x, -1)  # relative to the shift: exact near the maximum
     prob = xp.exp(logp)
     q = -xp.expm1(logp)  # 1 - p, exact near p = 1
     qg = q**gamma  # (1 - p)^gamma, with 0^0 = 1
@@ -62,29 +64,46 @@ def categorical_core(problem, gamma, *, need_grad=False, grad_output=None):
     return value, grad * (g[..., None] if opt.reduction == "none" else g)
 
 
-def sigmoid_focal_terms(xp, x, t, alpha, gamma, need_grad=False):
+def sigmoid_focal_terms(xp, x, t, alpha, gamma, need_grad=False, infinite=True):
     r"""Elementwise loss and gradient of the sigmoid focal loss:
 
     .. math:: \ell = \alpha_t\,(1 - p_t)^{\gamma}\,\mathrm{BCE}(x, t),\qquad
         p_t = p\,t + (1-p)(1-t),\quad \alpha_t = \alpha t + (1-\alpha)(1-t)
 
-    (``alpha < 0``: no :math:`\alpha_t`). ``u = log(1 - p_t)`` is formed in log
-    space, ``logaddexp(log p + log(1 - t), log(1 - p) + log t)``, so that it
-    never rounds to 0 for a finite logit; then
-    :math:`d\ell/dx = \alpha_t\big(\mathrm{BCE}'\,(1-p_t)^\gamma + \mathrm{BCE}\;dm/dx\big)`
-    with :math:`dm/dx = \gamma(1-2t)\exp((\gamma-1)u + \log p + \log(1-p))`,
-    finite for :math:`\gamma < 1` and 0 in the limit :math:`u \to -\infty`.
+    (``alpha < 0``: no :math:`\alpha_t`), with the exact BCE of
+    :mod:`.binary`. ``q = 1 - p_t = sigma(x)(1 - t) + sigma(-x) t`` is a sum of
+    non-negative numbers, each sigmoid to its own relative precision, so ``q``
+    never loses its digits (the form ``1 - p_t`` would, where ``p_t`` is near
+    1); where it underflows the loss ``BCE q^gamma`` is below the dtype's
+    smallest number too. With :math:`m = q^\gamma`,
+
+    .. math:: \frac{d\ell}{dx} = \alpha_t\Big(\mathrm{BCE}'\,m
+        + \mathrm{BCE}\;\gamma(1-2t)\,m\,\frac{\sigma(x)\,\sigma(-x)}{q}\Big),
+
+    the second term's ratio finite for :math:`\gamma < 1` (for a hard target
+    it is :math:`\sigma(\pm x)`), its denominator floored at the dtype's
+    smallest normal number, where the product with ``m`` is 0 anyway. At an
+    infinite logit the products of 0 and infinity take their limit, 0
+    (``infinite=False``: there is none).
     """
-    e, sp_neg, sp_pos = logistic(xp, x)  # -log p, -log(1 - p)
-    ce = masked_product(xp, t, sp_neg) + masked_product(xp, 1 - t, sp_pos)
-    u = xp.logaddexp(-sp_neg + log_or_neg_inf(xp, 1 - t), -sp_pos + log_or_neg_inf(xp, t))
-    m = xp.exp(gamma * u) if gamma > 0 else xp.ones_like(u)  # (1 - p_t)^gamma
-    a_t = None if alpha < 0 else alpha * t + (1 - alpha) * (1 - t)
-    loss = ce * m if a_t is None else ce * m * a_t
+    neg_x = -x
+    sp_neg, sp_pos = logistic(xp, x, neg_x)  # -log p, -log(1 - p)
+    neg = 1 - t
+    ce = lincomb(xp, sp_neg, t, sp_pos, neg)  # t softplus(-x) + (1 - t) softplus(x)
+    sig, sig_neg = sigmoids(xp, x, neg_x)
+    q = lincomb(xp, sig * neg, None, sig_neg, t)  # 1 - p_t = sigma(x)(1 - t) + sigma(-x) t
+    m = q if gamma == 1 else q * q if gamma == 2 else q**gamma if gamma > 0 else xp.ones_like(q)
+    a_t = None if alpha < 0 else alpha * t + (1 - alpha) * neg
+    loss = ce * m
+    if infinite:
+        loss = infinite_logits_fixed(xp, x, loss)
+    loss = loss if a_t is None else loss * a_t
     if not need_grad:
         return loss, None
-    sig, sig_neg = sigmoids(xp, x, e)
-    dm = gamma * (1 - 2 * t) * xp.exp((gamma - 1) * u - sp_neg - sp_pos)
-    dm = xp.where(u == -float("inf"), xp.zeros_like(dm), dm)
-    grad = ((1 - t) * sig - t * sig_neg) * m + masked_product(xp, dm, ce)
+    tiny = xp.finfo(q.dtype).smallest_normal
+    ratio = sig * sig_neg / xp.maximum(q, xp.full((), tiny, dtype=q.dtype, device=device(q)))
+    dm_ce = (gamma * (1 - 2 * t)) * m * ratio * ce  # the focal factor's derivative, times BCE
+    if infinite:
+        dm_ce = infinite_logits_fixed(xp, x, dm_ce)
+    grad = lincomb(xp, lincomb(xp, sig, neg, sig_neg, t, -1), m, dm_ce, None)  # BCE' m + BCE dm/dx
     return loss, grad if a_t is None else grad * a_t
