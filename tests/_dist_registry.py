@@ -7,7 +7,8 @@ import traceback
 
 import pytest
 import torch
-import torch.distributed as dist
+
+from _dist_worker import in_group
 
 from crossentropy.cases import CASES
 from crossentropy.cases.vocab_parallel import run_vocab_parallel
@@ -74,6 +75,16 @@ def run_scenarios(rank, world):
                 call()
         except BaseException:  # reported to the parent, with the scenario's name
             failures.append(f"{what}: {traceback.format_exc(limit=2)}")
+    # second derivatives are refused, not silently zero (both functions' backward)
+    for name, f in (("logits", lambda z: vp(z, torch.tensor([0, 3, 1, 2, -100, 1]))),
+                    ("linear", lambda z: vpl(z, torch.ones(4, 4, dtype=torch.float64) * (rank + 1),
+                                             torch.tensor([0, 3, 1, 2, -100, 1]), vocab_start=4 * rank))):
+        try:
+            torch.autograd.functional.hessian(f, _x(rank))
+            failures.append(f"{name}: a Hessian did not raise")
+        except RuntimeError as e:
+            if "not differentiable" not in str(e):
+                failures.append(f"{name}: a Hessian raised {e}")
     # the group still works: an ignored row of all -inf logits gives 0 and a zero gradient
     x = _x(rank)
     x[4] = -float("inf")
@@ -86,17 +97,6 @@ def run_scenarios(rank, world):
 
 
 def run(rank, world, init_file, result_dir, jobs, with_scenarios):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        failures = registry(rank, world, jobs)
-        if with_scenarios:
-            failures += run_scenarios(rank, world)
-        msg = "ok" if not failures else "\n".join(failures)
-    except Exception:  # reported to the parent through the result file
-        msg = traceback.format_exc()
-    finally:
-        dist.destroy_process_group()
-    with open(f"{result_dir}/rank{rank}.txt", "w") as f:
-        f.write(msg)
+    in_group(rank, world, init_file, result_dir,
+             lambda: registry(rank, world, jobs) + (run_scenarios(rank, world) if with_scenarios else []))
 

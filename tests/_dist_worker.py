@@ -86,15 +86,21 @@ def check(rank, world):
                 _close(fx.grad, rx.grad, "linear grad input, frozen weight " + tag)
 
 
-def run(rank, world, init_file, result_dir):
+def in_group(rank, world, init_file, result_dir, body):
+    """Run ``body()`` (a list of failures, or None) in this rank of a gloo group;
+    write "ok", the failures or the traceback to ``result_dir/rank{rank}.txt``."""
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        check(rank, world)
-        msg = "ok"
+        failures = body() or []
+        msg = "ok" if not failures else "\n".join(failures)
     except Exception:  # reported to the parent through the result file
         msg = traceback.format_exc()
     finally:
         dist.destroy_process_group()
     with open(f"{result_dir}/rank{rank}.txt", "w") as f:
         f.write(msg)
+
+
+def run(rank, world, init_file, result_dir):
+    in_group(rank, world, init_file, result_dir, lambda: check(rank, world))
