@@ -18,6 +18,7 @@ byte the step touched beyond its inputs, the gradients it returns included.
 from __future__ import annotations
 
 import argparse
+import atexit
 import csv
 import gc
 import json
@@ -39,21 +40,27 @@ MB = 1 << 20
 
 
 def parser(doc: str, quick: str) -> argparse.ArgumentParser:
-    """The options every script takes: ``--quick``, ``--reps``, ``--threads``."""
+    """The options every script takes: ``--quick``, ``--reps``, ``--threads``, ``--busy``."""
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help=quick)
     ap.add_argument("--reps", type=int, default=None, help="timed rounds (default: the script's)")
     ap.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    ap.add_argument("--busy", action="store_true",
+                    help="run beside a busy neighbour: one process spinning on a core for the whole run")
     return ap
 
 
 def start(args) -> None:
-    """Line-buffered output, the thread count, and the machine's line."""
+    """Line-buffered output, the thread count, the busy neighbour if asked
+    for, and the machine's line."""
     import torch
 
     sys.stdout.reconfigure(line_buffering=True)
     torch.set_num_threads(args.threads)
-    print(machine())
+    if getattr(args, "busy", False):
+        neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        atexit.register(neighbour.kill)
+    print(machine() + (", with one busy neighbour process" if getattr(args, "busy", False) else ""))
 
 
 def entry(main, build) -> None:

@@ -31,6 +31,8 @@ __all__ = [
     "stop_gradient",
     "quiet",
     "lincomb",
+    "dot",
+    "affine",
     "device",
 ]
 
@@ -169,6 +171,24 @@ def lincomb(xp, a, wa, b, wb, sign=1):
         return out.add_(b, alpha=sign) if wb is None else out.addcmul_(b, wb, value=sign)
     out = a if wa is None else a * wa
     return out + sign * (b if wb is None else b * wb)
+
+
+def affine(xp, a, scale, offset):
+    """``a * scale + offset`` (Python numbers), a fresh array; on torch one
+    buffer, written in place."""
+    if scale == 1:
+        return a + offset
+    if array_api_compat.is_torch_namespace(xp) or xp.__name__ == "torch":
+        return (a * scale).add_(offset)
+    return a * scale + offset
+
+
+def dot(xp, a, b):
+    """``sum(a * b)`` over every entry of two arrays of one shape; torch's
+    ``dot`` for 1-d torch tensors, which forms no product array."""
+    if (array_api_compat.is_torch_namespace(xp) or xp.__name__ == "torch") and a.ndim == 1:
+        return xp.dot(a, b)
+    return xp.sum(a * b)
 
 
 def quiet():

@@ -17,7 +17,7 @@ import warnings
 from numbers import Integral, Real
 from typing import NamedTuple
 
-from ._array import as_array_like, compute_dtype, on_cpu, stop_gradient
+from ._array import as_array_like, compute_dtype, is_torch, on_cpu, stop_gradient
 
 REDUCTIONS = ("none", "mean", "sum")
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -122,22 +122,31 @@ def class_indices(xp, target, num_classes: int, ignore_index: int, name: str = "
         )
 
 
+def _min_max(xp, a):
+    """The smallest and largest entry, as Python numbers: one pass on torch."""
+    if is_torch(a):
+        import torch
+
+        lo, hi = torch.aminmax(a) if a.dtype != torch.bool else (a.min(), a.max())
+        return lo.item(), hi.item()
+    return float(xp.min(a)), float(xp.max(a))
+
+
 def probabilities(xp, p, name: str, *, high=None) -> None:
     """No NaN and nothing negative (and nothing above ``high`` when given).
-    Two reductions: the minimum is NaN where some entry is (min propagates NaN)."""
+    One pass on torch (two elsewhere): the minimum is NaN where some entry is
+    (min propagates NaN)."""
     if not on_cpu(p) or math.prod(p.shape) == 0:
         return
     p = stop_gradient(p)  # looked at, not differentiated
     allowed = f"in [0, {high}]" if high is not None else ">= 0"
-    low = float(xp.min(p))
+    low, top = _min_max(xp, p)
     if math.isnan(low):
         raise ValueError(f"{name} contains NaN; probabilities must be numbers {allowed}")
     if low < 0:
         raise ValueError(f"{name} contains {low}; probabilities must be {allowed}")
-    if high is not None:
-        top = float(xp.max(p))
-        if top > high:
-            raise ValueError(f"{name} contains {top}; probabilities must be {allowed}")
+    if high is not None and top > high:
+        raise ValueError(f"{name} contains {top}; probabilities must be {allowed}")
 
 
 def no_nan(xp, a, name: str) -> None:

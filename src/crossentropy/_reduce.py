@@ -46,6 +46,8 @@ def unit_scale(xp, how: str, dtype, like, denominator=None, count=None):
     ``"mean"`` (``count`` entries when no denominator is given; 0 for none)."""
     if how != "mean":
         return xp.ones((), dtype=dtype, device=device(like))
+    if denominator is None and isinstance(count, int):  # known here: no select to build
+        return xp.asarray(1 / count if count else 0.0, dtype=dtype, device=device(like))
     d = as_denominator(xp, count if denominator is None else denominator, dtype, like)
     return safe_reciprocal(xp, d)
 

@@ -6,23 +6,28 @@ every loss (:mod:`crossentropy.losses`) call these.
 * the row maximum ``m`` that logsumexp and softmax shift by, so that no
   ``exp`` overflows: :math:`\log\sum_j e^{x_j} = m + \log\sum_j e^{x_j - m}`;
 * log-softmax relative to that shift, :math:`(x_i - m) - \log\sum_j e^{x_j - m}`;
-* the softplus pair: :math:`\mathrm{softplus}(\pm x) = \log(1 + e^{-|x|}) +
-  \max(\pm x, 0)`, never ``log(1 - sigmoid(x))``; ``log_sigmoid(x) =
-  -softplus(-x)``.
+* the logistic pieces (:func:`logistic_parts`): ``sign(x)``,
+  :math:`\sigma(-|x|)` and :math:`\mathrm{softplus}(-|x|) = \log(1 + e^{-|x|})`,
+  from which :math:`\sigma(\pm x)` and :math:`\mathrm{softplus}(\pm x) =
+  \mathrm{softplus}(-|x|) + \max(\pm x, 0)` follow without cancellation; never
+  ``log(1 - sigmoid(x))``; ``log_sigmoid(x) = -softplus(-x)``.
 
 Where torch has one of these functions natively and to the last ulp
 (``sigmoid``, ``logsigmoid``), torch tensors use it: on CPU it is one pass
-where the formula would be several, and a select (``where``) costs forty
-multiplies there.
+where the formula would be several. The formulas avoid selects: on torch
+CPU tensors a ``where`` costs about twenty multiplies (500 us against 22 us
+for 256K float32 elements on the 2-core machine of BENCHMARKS.md).
 """
 
 from __future__ import annotations
 
+import math
+
 import array_api_compat
 
-from ._array import device, lincomb, stop_gradient
+from ._array import device, stop_gradient
 
-__all__ = ["shift", "lse", "log_softmax", "softmax", "sigmoid", "log_sigmoid", "softplus_pair"]
+__all__ = ["shift", "lse", "log_softmax", "softmax", "sigmoid", "log_sigmoid", "logistic_parts", "normal_range"]
 
 
 def _is_torch(xp) -> bool:
@@ -71,19 +76,44 @@ def _abs(xp, x):
     return xp.where(x >= 0, x, -x)
 
 
-def softplus_pair(xp, x, neg_x=None):
-    """``(softplus(-x), softplus(x))``, from one exp and one log1p: with
-    ``l = log1p(exp(-|x|))``, softplus(x) = log(1 + e^x) = l + max(x, 0)
-    and softplus(-x) = -log sigma(x) = l + max(-x, 0), both >= 0, without
-    overflow or cancellation for any x, infinite ones included. Arithmetic
-    only (a select, ``where``, costs 40 multiplies on torch CPU tensors); at
-    ``x = 0`` autograd takes d|x|/dx = 0 and splits the tie of ``maximum``,
-    which gives the right derivative, sigma(0) = 1/2. ``neg_x``: ``-x``, when
-    the caller has it."""
-    zero = xp.zeros((), dtype=x.dtype, device=device(x))
-    ls = log_sigmoid(xp, xp.abs(x))  # -log1p(exp(-|x|))
-    return (lincomb(xp, xp.maximum(-x if neg_x is None else neg_x, zero), None, ls, None, -1),
-            lincomb(xp, xp.maximum(x, zero), None, ls, None, -1))
+def logistic_parts(xp, x, extreme=True):
+    """``(sgn, small, ls)``: the pieces every binary loss on logits is built
+    from, each to its own relative precision, for any ``x``:
+
+    * ``sgn = sign(x)``, and with it the step ``s = (1 + sgn) / 2`` (1 for
+      x > 0, 0 for x < 0, 1/2 at 0), so that ``relu(x) = s x`` and
+      ``relu(-x) = (s - 1) x``;
+    * ``small = sigma(-|x|)``, in [0, 1/2]; then ``sigma(x) = s - sgn small``
+      and ``sigma(-x) = (1 - s) + sgn small``, each a difference of 1 and a
+      number <= 1/2, or that number itself (both 1/2 at 0): no digit is lost
+      (``1 - sigma(x)`` would lose them all where sigma(x) rounds to 1);
+    * ``ls = log sigma(|x|) = log1p(-small) = -softplus(-|x|)``, <= 0; then
+      ``softplus(x) = relu(x) - ls`` and ``softplus(-x) = -log sigma(x) = relu(-x) - ls``,
+      sums of non-negative numbers.
+
+    Arithmetic only, no select (see above). On torch the passes run in place over the
+    arrays made here (each fresh chunk-sized buffer costs page faults on CPU),
+    with torch's ``sigmoid``, which is faster than its ``exp``.
+    ``extreme=False`` promises that every ``|x|`` is finite and at most
+    :func:`normal_range` (``-log`` of the smallest normal number: 87.3 in
+    float32), where torch's ``sigmoid`` (``1/(1 + e^{|x|})``) is a normal
+    number; beyond it ``e^{|x|}`` overflows and the subnormal ``small`` would
+    flush to 0, so ``small`` is formed as ``e / (1 + e)``, ``e = e^{-|x|}``.
+    Autograd (which the in-place passes are not for: ``x`` must not require
+    a gradient when ``extreme`` is False) takes d|x|/dx = 0 at 0, which is
+    right: ``ls'(0) = 0``; ``sgn`` has derivative 0.
+    """
+    if _is_torch(xp) and not extreme:
+        small = x.abs().neg_().sigmoid_()
+        return x.sign(), small, small.neg().log1p_()
+    e = xp.exp(-xp.abs(x))
+    small = e / (1 + e)
+    return xp.sign(x), small, xp.log1p(-small)
+
+
+def normal_range(xp, dtype) -> float:
+    """The largest ``|x|`` whose ``sigma(-|x|)`` is a normal number of ``dtype``."""
+    return -math.log(xp.finfo(dtype).smallest_normal)
 
 
 def sigmoid(xp, x):

@@ -25,6 +25,7 @@ import torch
 from .. import _reduce
 from .._array import namespace
 from .._autograd import kept_gradient
+from .._stable import normal_range
 from ..losses.binary import target_values
 
 __all__ = ["elementwise_loss"]
@@ -46,6 +47,18 @@ def _layout(x, tensors):
     return xv, [None if a is None else a.reshape((1,) * (xv.ndim - a.ndim) + tuple(a.shape)) for a in tensors]
 
 
+def _as(a, dtype):
+    return a if a.dtype == dtype else a.to(dtype)
+
+
+def _extreme(xc, bound) -> bool:
+    """Whether a chunk holds a logit beyond ``bound`` in size, or a NaN."""
+    if xc.numel() == 0:
+        return False
+    lo, hi = torch.aminmax(xc)
+    return not max(-lo.item(), hi.item()) <= bound  # NaN compares False
+
+
 def _loop(x, terms, tensors, reduction, want_grad, target_name):
     """The loss, reduced, in x's dtype, and the gradient of the reduced loss
     with respect to x for a unit grad_output (or None). ``terms(xp, x, *tensors,
@@ -65,18 +78,19 @@ def _loop(x, terms, tensors, reduction, want_grad, target_name):
     grad = torch.empty(xv.shape, dtype=x.dtype, device=x.device) if want_grad else None
     total = torch.zeros((), dtype=cdt, device=x.device)
     scale = _reduce.unit_scale(xp, reduction, cdt, x, count=n)
+    bound = normal_range(torch, cdt)
     for i in range(0, rows, step):
         sl = slice(i, i + step)
         target_values(_COMPAT, tv[0][sl], target_name)  # the target's values, while the chunk is in cache
-        chunk = [None if a is None else (a if a.shape[0] == 1 else a[sl]).to(cdt) for a in tv]
-        xc = xv[sl].to(cdt)
-        # the formulas' fix for infinite logits costs a select: only where a chunk
-        # may have one (a sum that is not finite; on CUDA and while tracing, always)
-        infinite = whole or not bool(torch.isfinite(xc.sum()))
-        loss, g = terms(xp, xc, *chunk, need_grad=want_grad, infinite=infinite)
-        loss = loss.expand(xv[sl].shape)  # factors that broadcast may leave a smaller shape
-        if out is None:
-            total = total + loss.sum()
+        chunk = [None if a is None else _as(a if a.shape[0] == 1 else a[sl], cdt) for a in tv]
+        xc = _as(xv[sl], cdt)
+        # the formulas' care for logits beyond the normal range, infinite or
+        # NaN ones costs a select and an exp: only where a chunk may have one
+        # (on CUDA and while tracing, always)
+        extreme = whole or _extreme(xc, bound)
+        loss, g = terms(xp, xc, *chunk, need_grad=want_grad, extreme=extreme, summed=out is None)
+        if out is None:  # the chunk's sum (its losses expanded: factors that broadcast may leave a smaller shape)
+            total = total + (loss if loss.ndim == 0 else loss.expand(xv[sl].shape).sum())
         else:
             out[sl] = loss
         if grad is not None:  # the gradient of the reduced loss, written once

@@ -54,13 +54,16 @@ def _grid():
 def _extremes():
     cases = []
     confident = np.concatenate([np.linspace(15, 100, 18), [20.0, 21.0, 19.5, 15.0]])
-    for red, sign, pw in itertools.product(REDUCTIONS, (1, -1), (None, 2.0)):
-        def make(red=red, sign=sign, pw=pw):
+    # up to 87: every sigma(-|x|) a normal float32, the kernels' path without the exp
+    # (_stable.normal_range); beyond it (subnormal losses), the path with it
+    spans = {"": confident, "-upto87": np.linspace(15, 87, 19)}
+    for red, sign, pw, span in itertools.product(REDUCTIONS, (1, -1), (None, 2.0), spans):
+        def make(red=red, sign=sign, pw=pw, span=span):
             # right: t = 1 at x >> 0 and t = 0 at x << 0, a loss of about e^-|x|
-            x = sign * confident
+            x = sign * spans[span]
             kw = dict(reduction=red) if pw is None else dict(reduction=red, pos_weight=np.array([pw]))
             return (x, (x > 0).astype(float)), kw
-        cases.append(Case(f"binary_cross_entropy_with_logits-confident-{'pos' if sign > 0 else 'neg'}-{red}-pw{pw}",
+        cases.append(Case(f"binary_cross_entropy_with_logits-confident{span}-{'pos' if sign > 0 else 'neg'}-{red}-pw{pw}",
                           "binary_cross_entropy_with_logits", make, ref.binary_cross_entropy_with_logits_extreme,
                           frozenset({"extreme", "tiny"})))
 

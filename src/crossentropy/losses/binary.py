@@ -20,8 +20,8 @@ them.
 from __future__ import annotations
 
 from .. import _checks
-from .._array import as_array_like, compute_dtype, lincomb, namespace, to_compute
-from .._stable import sigmoid, softplus_pair
+from .._array import affine, as_array_like, compute_dtype, dot, lincomb, namespace, to_compute
+from .._stable import logistic_parts
 
 # PyTorch clamps each log of binary_cross_entropy at -100 and floors the
 # gradient's denominator p (1 - p) at EPSILON = 1e-12, a C++ float, that is
@@ -36,15 +36,11 @@ def masked_product(xp, a, b):
     return a * xp.where(a == 0, xp.zeros_like(b), b)
 
 
-def logistic(xp, x, neg_x=None):
-    """``(softplus(-x), softplus(x))``: -log sigma(x) and -log sigma(-x), both
-    >= 0 and exact (``_stable.softplus_pair``), fresh arrays the caller owns."""
-    return softplus_pair(xp, x, neg_x)
-
-
-def sigmoids(xp, x, neg_x=None):
-    """``(sigma(x), sigma(-x))``, each to its own relative precision (never as 1 - the other)."""
-    return sigmoid(xp, x), sigmoid(xp, -x if neg_x is None else neg_x)
+def step_parts(xp, x, extreme=True):
+    """``(s, sgn, small, ls)``: :func:`crossentropy._stable.logistic_parts`
+    and the step ``s = (1 + sgn) / 2``: 1 for x > 0, 0 for x < 0, 1/2 at 0."""
+    sgn, small, ls = logistic_parts(xp, x, extreme)
+    return affine(xp, sgn, 0.5, 0.5), sgn, small, ls
 
 
 def _times(a, w):
@@ -54,30 +50,54 @@ def _times(a, w):
 def infinite_logits_fixed(xp, x, loss):
     """``loss`` with 0 where an infinite logit met a term of weight 0 (the
     ``0 * inf`` of the formulas above, whose limit is 0); NaN logits stay NaN.
-    The kernels call this only when a chunk holds an infinite logit."""
+    The kernels call this only when a chunk may hold an infinite logit."""
     return xp.where(xp.isinf(x) & xp.isnan(loss), xp.zeros_like(loss), loss)
 
 
-def bce_with_logits_terms(xp, x, t, weight=None, pos_weight=None, need_grad=False, infinite=True):
-    """Elementwise loss and gradient of binary cross-entropy on logits:
+def bce_with_logits_terms(xp, x, t, weight=None, pos_weight=None, need_grad=False, extreme=True, summed=False):
+    r"""Elementwise loss and gradient of binary cross-entropy on logits:
 
     loss = w (pw t softplus(-x) + (1 - t) softplus(x)),
     d loss / d x = w ((1 - t) sigma(x) - pw t sigma(-x))   (= w (sigma(x) - t) when pw = 1),
 
     PyTorch's ``(1 - t) x + (1 + (pw - 1) t) softplus(-x)`` rearranged into
-    non-negative terms. ``infinite=False`` (no infinite logit in ``x``) skips
-    :func:`infinite_logits_fixed`."""
-    neg_x = -x
-    sp_neg, sp_pos = logistic(xp, x, neg_x)
-    pos, neg = _times(t, pos_weight), 1 - t
-    loss = lincomb(xp, sp_neg, pos, sp_pos, neg)  # pos softplus(-x) + (1 - t) softplus(x)
-    if infinite:
-        loss = infinite_logits_fixed(xp, x, loss)
-    loss = _times(loss, weight)
+    non-negative terms. With the pieces of :func:`step_parts`,
+    softplus(-x) = (s - 1) x - ls and softplus(x) = s x - ls, so with
+    ``c = pw t + (1 - t)`` and ``d = s (1 - t) - (1 - s) pw t`` (``s - t`` when pw = 1)
+
+        loss = w (x d - c ls),     d loss / d x = w (d - sgn c small):
+
+    ``x d`` is ``(1 - t) x`` for x > 0 and ``-pw t x`` for x < 0, never
+    negative, so the loss is a sum of non-negative terms (a confident logit's
+    loss of about ``e^{-|x|}`` keeps its relative precision, and for a hard
+    target it is exactly ``-ls``); in the gradient ``d`` is ``1 - t`` or
+    ``-pw t`` and ``c small <= c / 2``, so a hard target's gradient is ``-pw
+    small`` or ``small`` itself, or 1 (or ``-pw``) minus at most half of it.
+    ``extreme=False``: no logit beyond ``_stable.normal_range`` (none
+    infinite), and :func:`infinite_logits_fixed` is skipped. ``summed``: a
+    sum of the losses will do; it is returned (a 0-d array, ``sum x d - sum
+    ls`` or ``sum x d - sum c ls``, no elementwise loss formed) when there is
+    no ``weight`` and ``extreme`` is False."""
+    s, sgn, small, ls = step_parts(xp, x, extreme)
+    if pos_weight is None:
+        c, d = None, lincomb(xp, s, None, t, None, -1)  # c = 1, d = s - t (over s)
+    else:
+        # d = s - t q with q = s + (1 - s) pw = pw + s (1 - pw) (1 or pw), over s;
+        # c = pw t + (1 - t) = 1 + t (pw - 1)
+        q = lincomb(xp, s * (1 - pos_weight), None, pos_weight, None)
+        c, d = affine(xp, t * (pos_weight - 1), 1.0, 1.0), lincomb(xp, s, None, t, q, -1)
+    if summed and weight is None and not extreme:
+        loss = dot(xp, x, d) - (xp.sum(ls) if c is None else dot(xp, c, ls))  # sum x d - sum c ls
+    else:
+        loss = lincomb(xp, x * d, None, ls, c, -1)  # x d - c ls
+        if extreme:
+            loss = infinite_logits_fixed(xp, x, loss)
+        loss = _times(loss, weight)
     if not need_grad:
         return loss, None
-    sig, sig_neg = sigmoids(xp, x, neg_x)
-    return loss, _times(lincomb(xp, sig, neg, sig_neg, pos, -1), weight)  # (1 - t) sigma(x) - pos sigma(-x)
+    # d - sgn c small, over d (the loss is done with it)
+    grad = lincomb(xp, d, None, sgn, small if c is None else c * small, -1)
+    return loss, _times(grad, weight)
 
 
 def bce_terms(xp, p, t, weight=None, need_grad=False):

@@ -15,7 +15,7 @@ from __future__ import annotations
 from .. import _reduce
 from .._stable import log_softmax
 from .._array import device, lincomb
-from .binary import infinite_logits_fixed, logistic, masked_product, sigmoids
+from .binary import infinite_logits_fixed, masked_product, step_parts
 from .cross_entropy import index_targets, mean_denominator, probability_weights
 
 
@@ -64,7 +64,7 @@ def categorical_core(problem, gamma, *, need_grad=False, grad_output=None):
     return value, grad * (g[..., None] if opt.reduction == "none" else g)
 
 
-def sigmoid_focal_terms(xp, x, t, alpha, gamma, need_grad=False, infinite=True):
+def sigmoid_focal_terms(xp, x, t, alpha, gamma, need_grad=False, extreme=True, summed=False):
     r"""Elementwise loss and gradient of the sigmoid focal loss:
 
     .. math:: \ell = \alpha_t\,(1 - p_t)^{\gamma}\,\mathrm{BCE}(x, t),\qquad
@@ -84,18 +84,22 @@ def sigmoid_focal_terms(xp, x, t, alpha, gamma, need_grad=False, infinite=True):
     it is :math:`\sigma(\pm x)`), its denominator floored at the dtype's
     smallest normal number, where the product with ``m`` is 0 anyway. At an
     infinite logit the products of 0 and infinity take their limit, 0
-    (``infinite=False``: there is none).
+    (``extreme=False``: there is none, and no logit beyond
+    ``_stable.normal_range``). ``summed`` (a sum would do) is ignored: the
+    losses are returned one by one. The pieces ``s``, ``sgn``, ``small``, ``ls``
+    are :func:`.binary.step_parts`'s, as in the binary cross-entropy.
     """
-    neg_x = -x
-    sp_neg, sp_pos = logistic(xp, x, neg_x)  # -log p, -log(1 - p)
+    s, sgn, small, ls = step_parts(xp, x, extreme)
     neg = 1 - t
-    ce = lincomb(xp, sp_neg, t, sp_pos, neg)  # t softplus(-x) + (1 - t) softplus(x)
-    sig, sig_neg = sigmoids(xp, x, neg_x)
+    d = s - t
+    ce = lincomb(xp, x * d, None, ls, None, -1)  # BCE = x (s - t) - ls (binary.bce_with_logits_terms)
+    sig_neg = lincomb(xp, 1 - s, None, sgn, small)  # sigma(-x) = (1 - s) + sgn small
+    sig = lincomb(xp, s, None, sgn, small, -1)  # sigma(x) = s - sgn small (over s)
     q = lincomb(xp, sig * neg, None, sig_neg, t)  # 1 - p_t = sigma(x)(1 - t) + sigma(-x) t
     m = q if gamma == 1 else q * q if gamma == 2 else q**gamma if gamma > 0 else xp.ones_like(q)
     a_t = None if alpha < 0 else alpha * t + (1 - alpha) * neg
     loss = ce * m
-    if infinite:
+    if extreme:
         loss = infinite_logits_fixed(xp, x, loss)
     loss = loss if a_t is None else loss * a_t
     if not need_grad:
@@ -103,7 +107,8 @@ def sigmoid_focal_terms(xp, x, t, alpha, gamma, need_grad=False, infinite=True):
     tiny = xp.finfo(q.dtype).smallest_normal
     ratio = sig * sig_neg / xp.maximum(q, xp.full((), tiny, dtype=q.dtype, device=device(q)))
     dm_ce = (gamma * (1 - 2 * t)) * m * ratio * ce  # the focal factor's derivative, times BCE
-    if infinite:
+    if extreme:
         dm_ce = infinite_logits_fixed(xp, x, dm_ce)
-    grad = lincomb(xp, lincomb(xp, sig, neg, sig_neg, t, -1), m, dm_ce, None)  # BCE' m + BCE dm/dx
+    bce_grad = lincomb(xp, d, None, sgn, small, -1)  # d - sgn small
+    grad = lincomb(xp, bce_grad, m, dm_ce, None)  # BCE' m + BCE dm/dx
     return loss, grad if a_t is None else grad * a_t
