@@ -229,9 +229,10 @@ def write_csv(name: str, rows: list) -> pathlib.Path:
 
 
 def plot_sweep(name: str, rows: list, title: str, panels: list, x: str = "V",
-               xlabel: str = "V (vocabulary size, log scale)") -> pathlib.Path | None:
+               xlabel: str = "V (vocabulary size, log scale)", log_y: tuple = ()) -> pathlib.Path | None:
     """A PNG with one panel per ``(key, y label)`` of ``panels``: that value
-    against ``x``, one line per method. None when matplotlib is missing."""
+    against ``x``, one line per method, on a log scale for the keys in
+    ``log_y``. None when matplotlib is missing."""
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -248,6 +249,9 @@ def plot_sweep(name: str, rows: list, title: str, panels: list, x: str = "V",
             if pts:
                 ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=m)
         ax.set_xscale("log", base=2)
+        if key in log_y:
+            ax.set_yscale("log")
+            label += ", log scale"
         ax.set_xlabel(xlabel)
         ax.set_ylabel(label)
         ax.set_title(label)

@@ -134,7 +134,7 @@ def main():
     plotted = [dict(r, method=f"{r['loss']}: {r['method']}") for r in sweep]
     m.plot_sweep("binary.png", plotted, f"binary losses forward + backward, float32, {args.threads} threads",
                  [("ms", "time per step (ms)"), ("extra_mb", "extra peak memory over the inputs (MB)")],
-                 x="N", xlabel="N (elements, log scale)")
+                 x="N", xlabel="N (elements, log scale)", log_y=("ms",))
 
 
 if __name__ == "__main__":
