@@ -1,8 +1,10 @@
 """What every analytic backward guarantees: a kept gradient survives
 ``retain_graph=True`` and gives the same gradient twice; differentiating a
-gradient (Hessians, gradient penalties) raises a clear error instead of
-silently returning zeros (double backward is not written yet); and
-``create_graph=True`` alone still gives the right first derivatives."""
+gradient (Hessians, gradient penalties) gives the true second derivatives
+(PyTorch's own functions' in float64), or, for linear cross-entropy, which
+has no double backward yet, a clear error instead of silently returning
+zeros; and ``create_graph=True`` alone still gives the right first
+derivatives."""
 
 import pytest
 import torch
@@ -48,18 +50,87 @@ def test_retain_graph_backward_twice_gives_the_same_gradient(name):
         loss.backward()
 
 
-@pytest.mark.parametrize("name", LOSSES)
-def test_a_hessian_raises_instead_of_being_zero(name):
+F = torch.nn.functional
+PW = torch.full((4,), 2.0, dtype=torch.float64)
+
+
+def _focal(x, gamma=2.0):  # -(1 - p_y)^gamma log p_y, written out in torch
+    logp = torch.log_softmax(x, -1)[Y != -100].gather(-1, Y[Y != -100, None])[:, 0]
+    return (-(1 - logp.exp()) ** gamma * logp).mean()
+
+
+def _sigmoid_focal(x, t, alpha=0.25, gamma=2.0):  # torchvision's formula
+    p = torch.sigmoid(x)
+    bce = F.binary_cross_entropy_with_logits(x, t, reduction="none")
+    p_t = p * t + (1 - p) * (1 - t)
+    return ((alpha * t + (1 - alpha) * (1 - t)) * bce * (1 - p_t) ** gamma).sum()
+
+
+PEERS = {  # the same losses from PyTorch's own functions (or their formulas written out in torch)
+    "cross_entropy (kernel)": lambda x: F.cross_entropy(x, Y, label_smoothing=0.1),
+    "cross_entropy, probabilities (kernel)": lambda x: F.cross_entropy(x, P),
+    "cross_entropy, none": lambda x: (F.cross_entropy(x, Y, reduction="none") * torch.arange(5.0)).sum(),
+    "cross_entropy (core)": lambda x: F.cross_entropy(x, Y),
+    "nll_loss": lambda x: F.nll_loss(x, Y),
+    "focal_loss (kept)": _focal,
+    "binary_cross_entropy": lambda x: F.binary_cross_entropy(torch.sigmoid(x), P),
+    "binary_cross_entropy_with_logits": lambda x: F.binary_cross_entropy_with_logits(x, P),
+    "binary_cross_entropy_with_logits, pos_weight": lambda x: F.binary_cross_entropy_with_logits(x, P, pos_weight=PW),
+    "sigmoid_focal_loss": lambda x: _sigmoid_focal(x, P),
+    "entropy": lambda x: (-(torch.softmax(x, -1) * torch.log_softmax(x, -1)).sum(-1)).sum(),
+    "kl_div": lambda x: F.kl_div(torch.log_softmax(x, -1), P, reduction="batchmean"),
+}
+LOSSES["binary_cross_entropy_with_logits, pos_weight"] = (
+    lambda x: ce.binary_cross_entropy_with_logits(x, P, pos_weight=PW))
+NO_DOUBLE_BACKWARD = [name for name in LOSSES if name.startswith("linear_cross_entropy")]
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_hessians_equal_torchs(name):
     """torch.autograd.functional.hessian(lambda z: cross_entropy(z, y), x)
     was all zeros (torch: not)."""
+    got = torch.autograd.functional.hessian(LOSSES[name], X.clone())
+    want = torch.autograd.functional.hessian(PEERS[name], X.clone())
+    assert name == "nll_loss" or want.abs().max() > 1e-3  # a Hessian worth comparing (nll_loss is linear)
+    torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_a_gradient_penalty_is_applied(name):
+    """(loss + 10 * g.pow(2).sum()).backward() with g from create_graph=True
+    silently dropped the penalty; it must give what torch gives."""
+    def penalised(f):
+        x = X.clone().requires_grad_(True)
+        loss = f(x)
+        (grad,) = torch.autograd.grad(loss, x, create_graph=True)
+        (loss + 10 * grad.pow(2).sum()).backward()
+        return grad.detach(), x.grad
+
+    (g1, d1), (g2, d2) = penalised(LOSSES[name]), penalised(PEERS[name])
+    torch.testing.assert_close(g1, g2, rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(d1, d2, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", PEERS)
+def test_gradgradcheck(name):
+    assert torch.autograd.gradgradcheck(LOSSES[name], (X.clone().requires_grad_(True),))
+
+
+def test_inplace_backward_refuses_double_backward():
+    """inplace_backward writes the gradient over the logits, which a second
+    derivative would need: refused, not wrong."""
+    with pytest.raises(RuntimeError, match="not differentiable .double backward"):
+        torch.autograd.functional.hessian(lambda z: ce.cross_entropy(z * 1.0, Y, inplace_backward=True), X.clone())
+
+
+@pytest.mark.parametrize("name", NO_DOUBLE_BACKWARD)
+def test_a_hessian_of_linear_cross_entropy_raises_instead_of_being_zero(name):
     with pytest.raises(RuntimeError, match="not differentiable .double backward"):
         torch.autograd.functional.hessian(LOSSES[name], X.clone())
 
 
-@pytest.mark.parametrize("name", LOSSES)
-def test_a_gradient_penalty_raises_instead_of_being_dropped(name):
-    """(loss + 10 * g.pow(2).sum()).backward() with g from create_graph=True
-    silently dropped the penalty; the first derivative itself is right."""
+@pytest.mark.parametrize("name", NO_DOUBLE_BACKWARD)
+def test_a_gradient_penalty_of_linear_cross_entropy_raises_instead_of_being_dropped(name):
     x = X.clone().requires_grad_(True)
     loss = LOSSES[name](x)
     (grad,) = torch.autograd.grad(loss, x, create_graph=True)

@@ -14,7 +14,6 @@ Dtype policy (tested in ``tests/test_backends.py``):
 
 from __future__ import annotations
 
-import functools
 import sys
 from typing import Any
 
@@ -29,6 +28,7 @@ __all__ = [
     "on_cpu",
     "to_float64_numpy",
     "stop_gradient",
+    "transformed",
     "quiet",
     "lincomb",
     "dot",
@@ -39,7 +39,7 @@ __all__ = [
 
 def _kind(a: Any) -> str:
     """A short name for the kind of array ``a`` is, for error messages."""
-    if array_api_compat.is_torch_array(a):
+    if is_torch(a):
         return "torch.Tensor"
     if array_api_compat.is_numpy_array(a):
         return "numpy.ndarray"
@@ -76,24 +76,52 @@ def namespace(**arrays: Any):
     return array_api_compat.array_namespace(*present.values())
 
 
-@functools.cache
-def _torch_namespace():
-    import torch
+_TORCH_NAMESPACE = []  # array-api-compat's torch namespace, once made (a plain list: see is_torch)
 
-    return array_api_compat.array_namespace(torch.empty(0))
+
+def _torch_namespace():
+    if not _TORCH_NAMESPACE:
+        import array_api_compat.torch  # what array_namespace returns for torch tensors
+
+        _TORCH_NAMESPACE.append(array_api_compat.torch)
+    return _TORCH_NAMESPACE[0]
+
+
+def is_torch_namespace(xp) -> bool:
+    """``xp`` is torch itself or array-api-compat's torch namespace."""
+    return getattr(xp, "__name__", "") in ("torch", "array_api_compat.torch")
 
 
 def is_torch(a: Any) -> bool:
-    return array_api_compat.is_torch_array(a)
+    """``a`` is a torch tensor. A plain ``isinstance`` (torch is never imported
+    here): array-api-compat's test goes through an ``lru_cache``, and
+    ``torch.compile`` warns at each cached function it traces."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(a, torch.Tensor)
+
+
+def transformed(a: Any) -> bool:
+    """True for a torch tensor inside a ``torch.func`` transform (``grad``,
+    ``vmap``, ``jvp``, ...) or while a forward-mode AD level is open: no
+    ``autograd.Function`` of ours and no data-dependent check applies there,
+    and the core's differentiable operations run as they are."""
+    if not is_torch(a):
+        return False
+    import torch
+
+    if torch.compiler.is_compiling():  # Dynamo traces the plain path (and cannot trace the test)
+        return False
+    return torch._C._functorch.is_functorch_wrapped_tensor(a) or torch.autograd.forward_ad._current_level >= 0
 
 
 def on_cpu(a: Any) -> bool:
     """True when data-dependent checks cost no device synchronisation and
-    break no graph: a CPU array, outside ``torch.compile`` tracing."""
+    break no graph: a CPU array, outside ``torch.compile`` tracing and
+    ``torch.func`` transforms."""
     if is_torch(a):
         import torch
 
-        return a.device.type == "cpu" and not torch.compiler.is_compiling()
+        return a.device.type == "cpu" and not torch.compiler.is_compiling() and not transformed(a)
     return True
 
 
@@ -123,7 +151,9 @@ def as_array_like(xp, value, like, name: str, dtype=None):
     """
     if value is None:
         return None
-    if array_api_compat.is_array_api_obj(value):
+    if is_torch(value) and is_torch(like):
+        pass  # the common case, without array_api_compat's dispatch
+    elif array_api_compat.is_array_api_obj(value):
         if _kind(value) != _kind(like):
             raise TypeError(
                 f"{name} is a {_kind(value)} but input is a {_kind(like)}; "
@@ -131,7 +161,7 @@ def as_array_like(xp, value, like, name: str, dtype=None):
             )
     else:
         try:
-            value = xp.asarray(value, device=array_api_compat.device(like))
+            value = xp.asarray(value, device=device(like))
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{name} must be an array or a sequence of numbers, got {value!r}") from exc
     if dtype is not None and value.dtype != dtype:
@@ -166,7 +196,7 @@ def lincomb(xp, a, wa, b, wb, sign=1):
     The formulas of ``crossentropy.losses`` that combine terms elementwise use
     this, so that the torch kernels evaluate them without a fresh buffer per
     operation (on CPU a chunk-sized allocation costs as much as the operation)."""
-    if array_api_compat.is_torch_namespace(xp) or xp.__name__ == "torch":
+    if is_torch_namespace(xp):
         out = a if wa is None else a.mul_(wa)
         return out.add_(b, alpha=sign) if wb is None else out.addcmul_(b, wb, value=sign)
     out = a if wa is None else a * wa
@@ -178,7 +208,7 @@ def affine(xp, a, scale, offset):
     buffer, written in place."""
     if scale == 1:
         return a + offset
-    if array_api_compat.is_torch_namespace(xp) or xp.__name__ == "torch":
+    if is_torch_namespace(xp):
         return (a * scale).add_(offset)
     return a * scale + offset
 
@@ -186,7 +216,7 @@ def affine(xp, a, scale, offset):
 def dot(xp, a, b):
     """``sum(a * b)`` over every entry of two arrays of one shape; torch's
     ``dot`` for 1-d torch tensors, which forms no product array."""
-    if (array_api_compat.is_torch_namespace(xp) or xp.__name__ == "torch") and a.ndim == 1:
+    if is_torch_namespace(xp) and a.ndim == 1:
         return xp.dot(a, b)
     return xp.sum(a * b)
 
@@ -203,4 +233,4 @@ def quiet():
 
 def device(a):
     """The device ``a`` lives on, in its own library's terms."""
-    return array_api_compat.device(a)
+    return a.device if is_torch(a) else array_api_compat.device(a)

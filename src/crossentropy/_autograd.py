@@ -22,9 +22,13 @@ Two ways of giving torch a gradient, both analytic:
   gradient, and the backward only multiplies it by ``grad_output``
   (:func:`scale_kept_gradient`).
 
-Neither backward is differentiable yet: with ``create_graph=True`` (double
-backward, Hessians, gradient penalties) the gradient they return carries a
-node that raises when differentiated, instead of being silently constant.
+With ``create_graph=True`` (double backward, Hessians, gradient penalties)
+both backwards recompute the gradient from the core's differentiable
+operations under autograd (:func:`differentiable_vjp`), so that it can be
+differentiated again; the kept-gradient path needs the kernel to say how
+(``reference``), and raises where it does not (linear and vocab-parallel
+cross-entropy) instead of returning a silently constant gradient. Otherwise
+the backward is the cheap analytic one.
 
 When an argument other than ``input`` requires grad (soft targets being
 trained, say) the core simply runs under torch's autograd, which
@@ -33,6 +37,7 @@ differentiates the same expression: cores use differentiable operations only.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import math
@@ -40,7 +45,7 @@ import warnings
 
 import sys
 
-from ._array import is_torch
+from ._array import is_torch, transformed
 from ._array import quiet as _numpy_quiet
 
 __all__ = ["analytic", "kept_gradient", "scale_kept_gradient"]
@@ -74,6 +79,11 @@ def analytic(core, kernel=None):
         def call(args, kwargs, use_kernel):
             arguments = bind(args, kwargs)
             first, *others = arguments.values()
+            if transformed(first) or any(map(transformed, others)):
+                # torch.func transforms and forward-mode AD: through the core's
+                # differentiable operations, which they transform themselves
+                value, _ = core(**arguments, need_grad=False, grad_output=None)
+                return value
             if use_kernel and kernel is not None and is_torch(first) and not any(map(_requires_grad, others)):
                 value = kernel(**arguments)
                 if value is not NotImplemented:
@@ -82,7 +92,7 @@ def analytic(core, kernel=None):
                 names = list(arguments)
                 rest = {k: arguments[k] for k in names[1:]}
                 return function_classes()[0].apply(first, core, rest, public.__name__)
-            with _numpy_quiet():
+            with _quiet_for(first):
                 value, _ = core(**arguments, need_grad=False, grad_output=None)
             return value
 
@@ -100,7 +110,7 @@ def analytic(core, kernel=None):
 
                 with torch.no_grad():  # analytic: nothing for autograd to record
                     return core(**arguments, need_grad=True, grad_output=grad_output)
-            with _numpy_quiet():
+            with _quiet_for(arguments[positional[0]] if positional else None):
                 return core(**arguments, need_grad=True, grad_output=grad_output)
 
         value_and_grad.__doc__ = (
@@ -121,19 +131,21 @@ def analytic(core, kernel=None):
     return decorate
 
 
-def kept_gradient(compute, x, grad_output_axis=None, name="loss"):
+def kept_gradient(compute, x, grad_output_axis=None, name="loss", reference=None):
     """``compute(need_grad) -> (value, grad | None, extras)``, differentiable with
     respect to ``x`` through the gradient it builds for a unit ``grad_output``.
 
     ``grad_output_axis``: where a per-row ``grad_output`` (``reduction="none"``)
     is unsqueezed to broadcast against the gradient (``None`` when they have
     the same shape). ``extras`` are non-differentiable outputs (statistics).
-    Returns ``(value, extras)``.
+    ``reference(x) -> value``: the same value from the core's differentiable
+    operations, which a backward with ``create_graph=True`` records (double
+    backward); without it such a backward raises. Returns ``(value, extras)``.
     """
     import torch
 
     if torch.is_grad_enabled() and x.requires_grad:
-        out = function_classes()[1].apply(x, compute, grad_output_axis, name)
+        out = function_classes()[1].apply(x, compute, grad_output_axis, name, reference)
         return (out, ()) if isinstance(out, torch.Tensor) else (out[0], tuple(out[1:]))
     value, _, extras = compute(False)
     return value, tuple(extras)
@@ -171,6 +183,24 @@ def _scale_half_in_chunks_(grad, g):
     return grad
 
 
+def _core_value(core, rest, input):
+    return core(input, **rest, need_grad=False, grad_output=None)[0]
+
+
+def differentiable_vjp(reference, x, grad_output):
+    """The gradient of ``reference(x)`` (the core's differentiable operations)
+    against ``grad_output``, recorded for another differentiation: what a
+    backward with ``create_graph=True`` returns, so that Hessians, gradient
+    penalties and ``gradgradcheck`` see the true second derivatives."""
+    import torch
+
+    with torch.enable_grad(), _silenced():  # the forward already warned
+        value = reference(x)
+        grad_output = grad_output.reshape(value.shape)  # a kernel's rows may be shaped (1,) for a 0-d value
+        (grad,) = torch.autograd.grad(value, x, grad_output, create_graph=True, allow_unused=True)
+    return torch.zeros_like(x) if grad is None else grad  # a value that does not depend on x
+
+
 def refuse_double_backward(grads, anchor, name):
     """With ``create_graph=True`` the returned gradients carry a node that
     raises when differentiated (double backward is not written yet); otherwise
@@ -181,6 +211,28 @@ def refuse_double_backward(grads, anchor, name):
         return grads
     refuse = function_classes()[2]
     return tuple(None if g is None else refuse.apply(g, anchor, name) for g in grads)
+
+
+@contextlib.contextmanager
+def _silenced():
+    """Warnings off (a backward recomputing what its forward already warned
+    about); while ``torch.compile`` traces, nothing: changing the warning
+    filters is a side effect it cannot put in a graph."""
+    import torch
+
+    if torch.compiler.is_compiling():
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _quiet_for(a):
+    """NumPy's floating-point warnings off around a core call on non-torch
+    arrays (``_array.quiet``); nothing for torch tensors, where NumPy is not
+    involved and ``torch.compile`` cannot trace ``numpy.errstate``."""
+    return contextlib.nullcontext() if is_torch(a) else _numpy_quiet()
 
 
 def _requires_grad(a) -> bool:
@@ -228,18 +280,20 @@ def _makefunction_classes():
         @staticmethod
         def backward(ctx, grad_output):
             (input,) = ctx.saved_tensors
-            with torch.no_grad(), warnings.catch_warnings(), _numpy_quiet():  # the forward already warned
-                warnings.simplefilter("ignore")
+            if torch.is_grad_enabled():  # create_graph=True: a gradient that is itself differentiable
+                reference = functools.partial(_core_value, ctx.core, ctx.rest)
+                return differentiable_vjp(reference, input, grad_output), None, None, None
+            with torch.no_grad(), _silenced():  # the forward already warned
                 _, grad = ctx.core(input, **ctx.rest, need_grad=True, grad_output=grad_output.detach())
-            return (*refuse_double_backward((grad,), input, ctx.name), None, None, None)  # input, core, rest, name
+            return grad, None, None, None  # input, core, rest, name
 
     class _Kept(torch.autograd.Function):
         """Forward: value and unit gradient in one pass. Backward: the kept gradient times grad_output."""
 
         @staticmethod
-        def forward(ctx, x, compute, grad_output_axis, name):
+        def forward(ctx, x, compute, grad_output_axis, name, reference):
             value, grad, extras = compute(True)
-            ctx.grad_output_axis, ctx.name = grad_output_axis, name
+            ctx.grad_output_axis, ctx.name, ctx.reference = grad_output_axis, name, reference
             ctx.save_for_backward(grad, x)
             if extras:
                 ctx.mark_non_differentiable(*extras)
@@ -249,12 +303,14 @@ def _makefunction_classes():
         @staticmethod
         def backward(ctx, grad_output, *unused_extras_grads):
             grad, x = ctx.saved_tensors
+            if torch.is_grad_enabled() and ctx.reference is not None:  # create_graph=True
+                return differentiable_vjp(ctx.reference, x, grad_output), None, None, None, None
             g = grad_output.detach().to(_compute_dtype(grad.dtype))
             if g.dim() and ctx.grad_output_axis is not None:
                 g = g.unsqueeze(ctx.grad_output_axis)
             with torch.no_grad():
                 out = scale_kept_gradient(grad, g)
-            return (*refuse_double_backward((out,), x, ctx.name), None, None, None)  # x, compute, axis, name
+            return (*refuse_double_backward((out,), x, ctx.name), None, None, None, None)  # x, compute, axis, name, ref
 
     class _RefuseDoubleBackward(torch.autograd.Function):
         @staticmethod

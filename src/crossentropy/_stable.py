@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import math
 
-import array_api_compat
-
-from ._array import device, stop_gradient
+from ._array import device, is_torch_namespace, stop_gradient
 
 __all__ = ["shift", "lse", "log_softmax", "softmax", "sigmoid", "log_sigmoid", "logistic_parts", "normal_range"]
 
 
 def _is_torch(xp) -> bool:
-    return array_api_compat.is_torch_namespace(xp) or getattr(xp, "__name__", "") == "torch"
+    return is_torch_namespace(xp)
 
 
 # ----------------------------------------------------------------------------
@@ -108,7 +106,18 @@ def logistic_parts(xp, x, extreme=True):
         return x.sign(), small, small.neg().log1p_()
     e = xp.exp(-xp.abs(x))
     small = e / (1 + e)
-    return xp.sign(x), small, xp.log1p(-small)
+    return _sign(xp, x), small, xp.log1p(-small)
+
+
+def _sign(xp, x):
+    """``sign(x)``; on torch, torch's own (0 at NaN, where ``small`` and
+    ``ls`` are NaN anyway), not array-api-compat's, which writes NaN through
+    a boolean mask that ``torch.func.vmap`` cannot batch."""
+    if _is_torch(xp):
+        import torch
+
+        return torch.sign(x)
+    return xp.sign(x)
 
 
 def normal_range(xp, dtype) -> float:

@@ -99,14 +99,15 @@ def _loop(x, terms, tensors, reduction, want_grad, target_name):
     return value, None if grad is None else grad.reshape(x.shape)
 
 
-def elementwise_loss(x, terms, tensors, reduction, name, target_name="target"):
+def elementwise_loss(x, terms, tensors, reduction, name, target_name="target", reference=None):
     """The loss of ``terms`` (the core's elementwise formula; its extra array
     arguments ``tensors``, the target first, already validated but for the
     target's values, and broadcastable to ``x``), differentiable with respect
-    to ``x`` through the gradient kept from the forward pass."""
+    to ``x`` through the gradient kept from the forward pass (and, with
+    ``create_graph=True``, through ``reference``: see ``kept_gradient``)."""
 
     def compute(want_grad):
         value, grad = _loop(x, terms, tensors, reduction, want_grad, target_name)
         return value, grad, ()
 
-    return kept_gradient(compute, x, name=name)[0]
+    return kept_gradient(compute, x, name=name, reference=reference)[0]

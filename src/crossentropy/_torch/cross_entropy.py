@@ -146,10 +146,14 @@ def _empty_pass(tg, dtype, device, want_stats):
     return Pass(e, e, e, dot, soft, torch.zeros(0, dtype=torch.bool, device=device) if want_stats else None)
 
 
-def fused_cross_entropy(problem, num_items=None, *, inplace_backward=False, with_stats=False, shards=None):
+def fused_cross_entropy(problem, num_items=None, *, inplace_backward=False, with_stats=False, shards=None,
+                        reference=None):
     """Cross-entropy of a validated problem (``losses._targets.read`` with
     ``compute=False``) through the blocks above. Returns the loss (rows shaped
-    like the problem's for ``"none"``) and the stats (or None)."""
+    like the problem's for ``"none"``) and the stats (or None). ``reference``:
+    the loss as a function of the input from the core's differentiable
+    operations, for a backward with ``create_graph=True`` (not with
+    ``inplace_backward``, which overwrites the logits it would need)."""
     C = problem.num_classes
     x = problem.x.reshape(-1, C)  # a view when the class axis is last and rows are contiguous
     inplace = bool(inplace_backward) and x.data_ptr() == problem.x.data_ptr() and x.is_contiguous()
@@ -158,7 +162,12 @@ def fused_cross_entropy(problem, num_items=None, *, inplace_backward=False, with
         value, grad, stats = _forward(x, problem, num_items, want_grad, inplace and want_grad, with_stats, shards)
         return value, grad, () if stats is None else tuple(stats)
 
-    value, extras = kept_gradient(compute, x, grad_output_axis=1, name="cross_entropy")
+    def of_rows(x2d):  # reference() of the (N, C) rows: the input's layout back, differentiably
+        return reference(torch.moveaxis(x2d.reshape(problem.x.shape), -1, problem.class_axis))
+
+    usable = reference is not None and not inplace
+    value, extras = kept_gradient(compute, x, grad_output_axis=1, name="cross_entropy",
+                                  reference=of_rows if usable else None)
     if problem.options.reduction == "none":
         value = value.reshape(problem.rows)
     if not with_stats:

@@ -31,8 +31,12 @@ def _kernel(input, target, weight, ignore_index, reduction, label_smoothing, axi
                       compute=False)
     from .._torch.cross_entropy import fused_cross_entropy
 
+    def reference(x):  # the same value from the core's differentiable operations (double backward)
+        return _core(x, target, weight, ignore_index, reduction, label_smoothing, axis, z_loss, softcap,
+                     num_items_in_batch, False, need_grad=False, grad_output=None)[0]
+
     value, stats = fused_cross_entropy(p, num_items_in_batch, inplace_backward=inplace_backward,
-                                       with_stats=with_stats)
+                                       with_stats=with_stats, reference=reference)
     return (value, stats) if with_stats else value
 
 

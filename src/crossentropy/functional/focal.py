@@ -31,7 +31,11 @@ def _focal_kernel(input, target, gamma, weight, ignore_index, reduction, label_s
         value, grad = _focal_core(*arguments, need_grad=want_grad, grad_output=None)
         return value, grad, ()
 
-    return kept_gradient(compute, input, grad_output_axis=1 if input.ndim >= 2 else 0, name="focal_loss")[0]
+    def reference(x):  # the core's differentiable operations, for double backward
+        return _focal_core(x, *arguments[1:], need_grad=False, grad_output=None)[0]
+
+    return kept_gradient(compute, input, grad_output_axis=1 if input.ndim >= 2 else 0, name="focal_loss",
+                         reference=reference)[0]
 
 
 @analytic(_focal_core, kernel=_focal_kernel)
@@ -79,7 +83,10 @@ def _sigmoid_focal_kernel(inputs, targets, alpha, gamma, reduction):
     from .._torch.binary import elementwise_loss
 
     terms = functools.partial(math.sigmoid_focal_terms, alpha=alpha, gamma=gamma)
-    return elementwise_loss(inputs, terms, (t,), reduction, "sigmoid_focal_loss", "targets")
+    def reference(x):  # the core's differentiable operations, for double backward
+        return _sigmoid_focal_core(x, targets, alpha, gamma, reduction, need_grad=False, grad_output=None)[0]
+
+    return elementwise_loss(inputs, terms, (t,), reduction, "sigmoid_focal_loss", "targets", reference=reference)
 
 
 @analytic(_sigmoid_focal_core, kernel=_sigmoid_focal_kernel)
