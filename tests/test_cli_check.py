@@ -27,3 +27,24 @@ def test_check_runs_the_registry_and_fails_at_a_zero_tolerance():
 def test_check_refuses_an_unknown_dtype():
     proc = run("check", "--dtypes", "float8")
     assert proc.returncode == 2 and "float8" in proc.stderr and "\n" not in proc.stderr.strip()
+
+
+def test_transforms_table_reports_every_transform_and_a_failure(monkeypatch):
+    """``--transforms`` (two minutes over the whole registry, so here over a
+    few cases): one row per transform, and a failing case fails the check."""
+    import io
+
+    from rich.console import Console
+
+    from crossentropy.cases import transforms
+    from crossentropy.cli import check
+
+    few = [c for c in __import__("crossentropy.cases", fromlist=["CASES"]).CASES if c.fn == "entropy"][:2]
+    monkeypatch.setattr("crossentropy.cases.CASES", few)
+    out, err = Console(file=io.StringIO(), width=200), Console(file=io.StringIO(), width=200)
+    assert check._transforms_table(out, err) == 0
+    text = out.file.getvalue()
+    for t in transforms.TRANSFORMS:
+        assert f" {t} " in text
+    monkeypatch.setattr(transforms, "check", lambda case, t: transforms.Result(False, True, 1.0, "off"))
+    assert check._transforms_table(out, err) > 0 and "off" in err.file.getvalue()

@@ -21,6 +21,15 @@ PyTorch's 0/0 there, ours the documented 0) and the case is finite (no
 of max(1, the largest entry), the float64 tolerance of
 :mod:`crossentropy.cases.paths`. ``gradgradcheck`` needs no reference: ours
 must pass it.
+
+``crossentropy check --transforms`` runs every case (2026-12-02, this
+project's 2-core machine, 103 s): 1196 cases under ``hessian``,
+``gradgradcheck``, ``grad``, ``vjp`` and ``jacrev``, 1194 under ``jacfwd``,
+``jvp`` and ``forward_ad`` (2 not applicable), 703 under ``vmap`` (205 not
+applicable: PyTorch's own function does not run batched there), all within
+tolerance, the largest error 0.40 of it (a Hessian entry, 4e-11).
+``tests/test_transforms.py`` runs one case in five of each loss and
+transform.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
 """``crossentropy check``: the registry of cases the tests run
 (``crossentropy.cases``), through every path, against float64 PyTorch
-references, and a sample against float64 finite differences.
+references, and a sample against float64 finite differences; with
+``--transforms``, every float64 case under PyTorch's transforms too
+(``crossentropy.cases.transforms``).
 
 Without torch only the finite differences run (the references are PyTorch's).
 """
@@ -35,6 +37,9 @@ def add_parser(sub):
     c.add_argument("--fd-tol", type=float, default=1e-8, help="finite-difference tolerance (1e-8, relative)")
     c.add_argument("--fd-every", type=int, default=10, metavar="K",
                    help="finite differences on one small case in K (default 10; 1 for all)")
+    c.add_argument("--transforms", action="store_true",
+                   help="also every float64 case under double backward, torch.func and forward-mode AD, "
+                   "against PyTorch's own functions under the same transform (about two minutes)")
     return c
 
 
@@ -94,6 +99,48 @@ def run_checks(dtypes=("float64", "float32"), fd_every=10, have_torch=True):
     return [{"name": name, **row} for name, row in sorted(rows.items())]
 
 
+def run_transforms():
+    """One dict per transform: name, runs, skipped (the reference does not run
+    under it), worst (error over the float64 tolerance), failures (ids)."""
+    from ..cases import CASES, transforms
+    from ..cases.paths import tolerance
+
+    rows = {t: {"runs": 0, "skipped": 0, "worst": 0.0, "failures": []} for t in transforms.TRANSFORMS}
+    for case in CASES:
+        for t in transforms.TRANSFORMS:
+            if not transforms.accepts(case, t):
+                continue
+            r = transforms.check(case, t)
+            row = rows[t]
+            if not r.applies:
+                row["skipped"] += 1
+                continue
+            row["runs"] += 1
+            row["worst"] = max(row["worst"], r.error / tolerance("float64"))
+            if not r.ok:
+                row["failures"].append(f"{case.id} [{t}]: {r}")
+    return [{"name": t, **row} for t, row in rows.items()]
+
+
+def _transforms_table(out, err):
+    from rich.table import Table
+
+    t0 = time.perf_counter()
+    results = run_transforms()
+    table = Table(title=f"Every float64 case under PyTorch's transforms, against PyTorch's own functions "
+                  f"({time.perf_counter() - t0:.0f} s)", title_justify="left")
+    for col in ("transform", "runs", "not applicable", "worst / tolerance", "ok"):
+        table.add_column(col, justify="left" if col == "transform" else "right", no_wrap=True)
+    for r in results:
+        table.add_row(r["name"], str(r["runs"]), str(r["skipped"]), f"{r['worst']:.2f}",
+                      "[green]yes[/]" if not r["failures"] else "[red]NO[/]")
+    out.print(table)
+    failed = [line for r in results for line in r["failures"]]
+    for line in failed[:5]:
+        err.print(f"[red]failed:[/] {line}", soft_wrap=True)
+    return len(failed)
+
+
 def run(args, out, err) -> int:
     from rich.table import Table
 
@@ -130,6 +177,11 @@ def run(args, out, err) -> int:
         for line in r["failures"][:5]:
             err.print(f"[red]failed:[/] {line}", soft_wrap=True)
     runs = sum(r["runs"] for r in results)
+    if getattr(args, "transforms", False):
+        if not have_torch:
+            err.print("[red]--transforms needs torch[/]")
+            return 1
+        failures += _transforms_table(out, err)
     if failures:
         err.print(f"[red]{failures} of {len(results)} losses exceed their tolerance[/]")
         return 1
