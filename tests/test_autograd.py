@@ -1,9 +1,9 @@
 """What every analytic backward guarantees: a kept gradient survives
 ``retain_graph=True`` and gives the same gradient twice; differentiating a
 gradient (Hessians, gradient penalties) gives the true second derivatives
-(PyTorch's own functions' in float64), or, for linear cross-entropy, which
-has no double backward yet, a clear error instead of silently returning
-zeros; and ``create_graph=True`` alone still gives the right first
+(PyTorch's own functions' in float64; the vocab-parallel functions, which
+have none yet, raise a clear error instead of silently returning zeros:
+``tests/_dist_registry.py``); and ``create_graph=True`` alone still gives the right first
 derivatives."""
 
 import pytest
@@ -79,10 +79,13 @@ PEERS = {  # the same losses from PyTorch's own functions (or their formulas wri
     "sigmoid_focal_loss": lambda x: _sigmoid_focal(x, P),
     "entropy": lambda x: (-(torch.softmax(x, -1) * torch.log_softmax(x, -1)).sum(-1)).sum(),
     "kl_div": lambda x: F.kl_div(torch.log_softmax(x, -1), P, reduction="batchmean"),
+    "linear_cross_entropy, mean": lambda x: F.cross_entropy(x @ W.T, Y),
+    "linear_cross_entropy, sum": lambda x: F.cross_entropy(x @ W.T, Y, reduction="sum"),
+    "linear_cross_entropy, none": lambda x: F.cross_entropy(x @ W.T, Y, reduction="none").sum(),
+    "linear_cross_entropy, probabilities": lambda x: F.cross_entropy(x @ W.T, P, label_smoothing=0.2),
 }
 LOSSES["binary_cross_entropy_with_logits, pos_weight"] = (
     lambda x: ce.binary_cross_entropy_with_logits(x, P, pos_weight=PW))
-NO_DOUBLE_BACKWARD = [name for name in LOSSES if name.startswith("linear_cross_entropy")]
 
 
 @pytest.mark.parametrize("name", PEERS)
@@ -123,19 +126,19 @@ def test_inplace_backward_refuses_double_backward():
         torch.autograd.functional.hessian(lambda z: ce.cross_entropy(z * 1.0, Y, inplace_backward=True), X.clone())
 
 
-@pytest.mark.parametrize("name", NO_DOUBLE_BACKWARD)
-def test_a_hessian_of_linear_cross_entropy_raises_instead_of_being_zero(name):
-    with pytest.raises(RuntimeError, match="not differentiable .double backward"):
-        torch.autograd.functional.hessian(LOSSES[name], X.clone())
+def test_linear_cross_entropy_hessian_in_the_weight_equals_torchs():
+    """Second derivatives in the weight and the input together, with a bias and shift."""
+    b = torch.randn(4, generator=g, dtype=torch.float64)
+    t = torch.tensor([[0, 3, 1], [2, -100, 1]])
 
+    def ours(x, w):
+        return ce.linear_cross_entropy(x.reshape(2, 3, 4), w, t, linear_bias=b, shift=True, label_smoothing=0.1)
 
-@pytest.mark.parametrize("name", NO_DOUBLE_BACKWARD)
-def test_a_gradient_penalty_of_linear_cross_entropy_raises_instead_of_being_dropped(name):
-    x = X.clone().requires_grad_(True)
-    loss = LOSSES[name](x)
-    (grad,) = torch.autograd.grad(loss, x, create_graph=True)
-    x2 = X.clone().requires_grad_(True)
-    (want,) = torch.autograd.grad(LOSSES[name](x2), x2)
-    torch.testing.assert_close(grad.detach(), want, rtol=1e-12, atol=1e-14)
-    with pytest.raises(RuntimeError, match="not differentiable"):
-        (loss + 10 * grad.pow(2).sum()).backward()
+    def theirs(x, w):
+        logits = x.reshape(2, 3, 4)[:, :-1] @ w.T + b
+        return F.cross_entropy(logits.reshape(-1, 4), t[:, 1:].reshape(-1), label_smoothing=0.1)
+
+    x = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    for h1, h2 in zip(torch.autograd.functional.hessian(ours, (x, W)), torch.autograd.functional.hessian(theirs, (x, W))):
+        for a, c in zip(h1, h2):
+            torch.testing.assert_close(a, c, rtol=1e-10, atol=1e-12)

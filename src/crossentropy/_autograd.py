@@ -26,8 +26,9 @@ With ``create_graph=True`` (double backward, Hessians, gradient penalties)
 both backwards recompute the gradient from the core's differentiable
 operations under autograd (:func:`differentiable_vjp`), so that it can be
 differentiated again; the kept-gradient path needs the kernel to say how
-(``reference``), and raises where it does not (linear and vocab-parallel
-cross-entropy) instead of returning a silently constant gradient. Otherwise
+(``reference``), and raises where it does not (the vocab-parallel
+functions, ``inplace_backward``) instead of returning a silently constant
+gradient. Otherwise
 the backward is the cheap analytic one.
 
 When an argument other than ``input`` requires grad (soft targets being
@@ -191,14 +192,21 @@ def differentiable_vjp(reference, x, grad_output):
     """The gradient of ``reference(x)`` (the core's differentiable operations)
     against ``grad_output``, recorded for another differentiation: what a
     backward with ``create_graph=True`` returns, so that Hessians, gradient
-    penalties and ``gradgradcheck`` see the true second derivatives."""
+    penalties and ``gradgradcheck`` see the true second derivatives. ``x``: a
+    tensor, or a tuple of them (None entries get None) for ``reference(*x)``."""
     import torch
 
+    many = isinstance(x, tuple)
+    xs = x if many else (x,)
+    live = [a for a in xs if a is not None and a.requires_grad]
     with torch.enable_grad(), _silenced():  # the forward already warned
-        value = reference(x)
+        value = reference(*xs)
         grad_output = grad_output.reshape(value.shape)  # a kernel's rows may be shaped (1,) for a 0-d value
-        (grad,) = torch.autograd.grad(value, x, grad_output, create_graph=True, allow_unused=True)
-    return torch.zeros_like(x) if grad is None else grad  # a value that does not depend on x
+        grads = iter(torch.autograd.grad(value, live, grad_output, create_graph=True, allow_unused=True))
+    # None for what needs no gradient; zeros where the value does not depend on an input
+    out = tuple(None if a is None or not a.requires_grad else
+                (g if (g := next(grads)) is not None else torch.zeros_like(a)) for a in xs)
+    return out if many else out[0]
 
 
 def refuse_double_backward(grads, anchor, name):

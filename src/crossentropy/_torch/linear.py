@@ -29,7 +29,7 @@ import torch
 
 from .. import _reduce
 from .._array import namespace, on_cpu
-from .._autograd import refuse_double_backward, scale_kept_gradient
+from .._autograd import differentiable_vjp, refuse_double_backward, scale_kept_gradient
 from ..losses import cross_entropy as ce_math
 from .cross_entropy_blocks import block_loss_and_grad_, index_block_targets, probability_block_targets
 
@@ -68,6 +68,9 @@ class Plan:
     denominator: Any  # 0-d tensor for "mean", else None
     shards: Any  # VocabShards, or None on one device
     unit: Any  # d value / d loss_row for a unit grad_output (0-d)
+    # (x_rows, W, b) -> the loss from the core's differentiable operations, for a
+    # backward with create_graph=True (None: such a backward raises)
+    reference: Any = None
 
 
 def _chunks(plan: Plan):
@@ -135,7 +138,7 @@ def fold(G, xc, W, gx, ids, gW, gb):
         gb.add_(G.sum(0).to(gb.dtype))
 
 
-def _reduced(loss, plan: Plan):
+def reduced(loss, plan: Plan):
     if plan.options.reduction == "none":
         return loss.view(plan.out_shape)
     return _reduce.reduce(namespace(x=loss), loss, plan.options.reduction, plan.denominator)
@@ -156,19 +159,23 @@ class LinearCrossEntropyFunction(torch.autograd.Function):
             loss, gx, gW, gb = run(x_rows, W, b, plan, plan.unit, want)
             ctx.present = (gx is not None, gW is not None, gb is not None)
             empty = x_rows.new_empty(0)
-            ctx.save_for_backward(*(empty if t is None else t for t in (gx, gW, gb)), x_rows)
+            ctx.save_for_backward(*(empty if t is None else t for t in (gx, gW, gb)), x_rows, W, b)
         else:  # "none": each row's grad_output is known only in backward
             loss = run(x_rows, W, b, plan, None, want)[0]
             ctx.save_for_backward(x_rows, W, b)
-        return _reduced(loss, plan).to(x_rows.dtype)
+        return reduced(loss, plan).to(x_rows.dtype)
 
     @staticmethod
     def backward(ctx, grad_output):
         plan = ctx.plan
+        if torch.is_grad_enabled() and plan.reference is not None:  # create_graph=True: a differentiable gradient
+            x_rows, W, b = ctx.saved_tensors[-3:]
+            grads = differentiable_vjp(plan.reference, (x_rows, W, b), grad_output)
+            return (*(g if need else None for g, need in zip(grads, ctx.needs_input_grad[:3])), None)
         go = grad_output.detach().to(plan.cdt)
         with torch.no_grad():
             if ctx.kept:
-                *grads, x_rows = ctx.saved_tensors
+                *grads, x_rows, _, _ = ctx.saved_tensors
                 grads = [scale_kept_gradient(t, go.to(t.dtype)) if ok else None for t, ok in zip(grads, ctx.present)]
             else:
                 x_rows, W, b = ctx.saved_tensors

@@ -49,10 +49,13 @@ logits (four products a chunk in all).
 
 from __future__ import annotations
 
+import functools
+import math
 from typing import Any, NamedTuple
 
 from .. import _checks
-from .._array import is_torch, namespace
+from .._array import is_torch, namespace, transformed
+from .cross_entropy import cross_entropy
 
 __all__ = ["linear_cross_entropy", "LinearCrossEntropyGrads"]
 
@@ -165,7 +168,8 @@ def linear_cross_entropy(
     args = (input, linear_weight, target, linear_bias, weight, reduction, ignore_index, label_smoothing, z_loss,
             softcap, shift, chunk_size, accum_dtype, num_items_in_batch)
     trained = any(getattr(a, "requires_grad", False) for a in (target, weight))
-    if not is_torch(input) or trained:
+    if not is_torch(input) or trained or any(map(transformed, (input, linear_weight, linear_bias, target))):
+        # (and inside torch.func transforms, which differentiate or batch that code themselves)
         # NumPy and every array library; and soft targets (or class weights)
         # being trained, through torch's autograd over the same array-API code
         return _array_path(*args, need_grad=False)[0]
@@ -174,7 +178,35 @@ def linear_cross_entropy(
 
     plan, x_rows, W2, b2 = prepare(input, linear_weight, target, linear_bias, w, options, shift=shift,
                                    chunk_size=chunk, accum_dtype=accum_dtype, num_items=num_items_in_batch)
+    plan.reference = functools.partial(_plan_reference, plan)
     return LinearCrossEntropyFunction.apply(x_rows, W2, b2, plan)
+
+
+def _plan_reference(plan, x_rows, W, b):
+    """The same loss from the logits of every walked row at once, through
+    :func:`crossentropy.cross_entropy` (whose backward is differentiable):
+    what a backward with ``create_graph=True`` differentiates. It holds the
+    ``(rows, V)`` logits, as a second derivative of them must."""
+    import torch
+
+    from .._torch.linear import reduced
+
+    C, D, opt = plan.classes, plan.positions, plan.options
+    rows = torch.arange(x_rows.shape[0], device=x_rows.device) if plan.rows is None else plan.rows
+    xc = x_rows.index_select(0, rows)
+    logits = (xc @ W.T if b is None else torch.addmm(b, xc, W.T)).to(plan.cdt).reshape(-1, C)
+    counted = plan.counted.index_select(0, rows).reshape(-1)
+    if plan.probs is None:
+        index = plan.index.index_select(0, rows).reshape(-1)
+        target = torch.where(counted, index, torch.full_like(index, opt.ignore_index))
+    else:
+        target = plan.probs.index_select(0, rows).reshape(-1, C)
+    loss_rows = cross_entropy(logits, target, weight=plan.weight, ignore_index=opt.ignore_index, reduction="none",
+                              label_smoothing=opt.label_smoothing, z_loss=opt.z_loss, softcap=opt.softcap)
+    loss_rows = torch.where(counted, loss_rows, torch.zeros_like(loss_rows))
+    pos = (plan.out_pos.index_select(0, rows)[:, None] + torch.arange(D, device=x_rows.device)).reshape(-1)
+    loss = torch.zeros(math.prod(plan.out_shape), dtype=plan.cdt, device=x_rows.device).index_put((pos,), loss_rows)
+    return reduced(loss, plan).to(x_rows.dtype)
 
 
 def _value_and_grad(input, linear_weight, target, *, linear_bias=None, weight=None, reduction="mean",
