@@ -28,6 +28,8 @@ __all__ = [
     "on_cpu",
     "to_float64_numpy",
     "stop_gradient",
+    "is_jax",
+    "index_dtype",
     "transformed",
     "quiet",
     "lincomb",
@@ -37,10 +39,32 @@ __all__ = [
 ]
 
 
+def is_jax(a: Any) -> bool:
+    """``a`` is a JAX array or a JAX tracer (inside ``jit``, ``grad``, ``vmap``)."""
+    jax = sys.modules.get("jax")
+    return jax is not None and isinstance(a, (jax.Array, jax.core.Tracer))
+
+
+def _jax_tracing(a: Any) -> bool:
+    """``a`` is a JAX tracer, or a JAX array used while a trace is active (a
+    constant closed over by a jitted function: what is computed from it is
+    traced)."""
+    jax = sys.modules.get("jax")
+    if jax is None or not isinstance(a, (jax.Array, jax.core.Tracer)):
+        return False
+    if isinstance(a, jax.core.Tracer):
+        return True
+    from jax._src import core  # no public spelling of "is a trace active"
+
+    return not core.trace_state_clean()
+
+
 def _kind(a: Any) -> str:
     """A short name for the kind of array ``a`` is, for error messages."""
     if is_torch(a):
         return "torch.Tensor"
+    if is_jax(a):
+        return "jax.Array"  # concrete or traced: one library
     if array_api_compat.is_numpy_array(a):
         return "numpy.ndarray"
     return type(a).__module__.split(".")[0] + "." + type(a).__name__
@@ -116,12 +140,14 @@ def transformed(a: Any) -> bool:
 
 def on_cpu(a: Any) -> bool:
     """True when data-dependent checks cost no device synchronisation and
-    break no graph: a CPU array, outside ``torch.compile`` tracing and
-    ``torch.func`` transforms."""
+    break no graph: a CPU array, outside ``torch.compile`` tracing,
+    ``torch.func`` transforms and JAX's tracing (``jit``, ``grad``, ``vmap``)."""
     if is_torch(a):
         import torch
 
         return a.device.type == "cpu" and not torch.compiler.is_compiling() and not transformed(a)
+    if _jax_tracing(a):  # inside jax.jit, grad, vmap: no value to look at
+        return False
     return True
 
 
@@ -135,6 +161,13 @@ def compute_dtype(xp, dtype, name: str):
     if dtype in (xp.float32, xp.float64):
         return dtype
     return xp.float32  # float16, bfloat16
+
+
+def index_dtype(xp):
+    """The namespace's integer dtype for indices: int64, or int32 for JAX
+    without x64 (asking JAX for int64 there warns and truncates)."""
+    info = getattr(xp, "__array_namespace_info__", None)
+    return info().default_dtypes()["indexing"] if info is not None else xp.int64
 
 
 def to_compute(xp, a, name: str):

@@ -46,7 +46,7 @@ import warnings
 
 import sys
 
-from ._array import is_torch, transformed
+from ._array import is_jax, is_torch, transformed
 from ._array import quiet as _numpy_quiet
 
 __all__ = ["analytic", "kept_gradient", "scale_kept_gradient"]
@@ -80,6 +80,8 @@ def analytic(core, kernel=None):
         def call(args, kwargs, use_kernel):
             arguments = bind(args, kwargs)
             first, *others = arguments.values()
+            if is_jax(first):
+                return _jax_call(core, public.__name__, arguments)
             if transformed(first) or any(map(transformed, others)):
                 # torch.func transforms and forward-mode AD: through the core's
                 # differentiable operations, which they transform themselves
@@ -130,6 +132,38 @@ def analytic(core, kernel=None):
         return function
 
     return decorate
+
+
+def _jax_call(core, name, arguments):
+    """A loss of JAX arrays, differentiable by JAX with this library's
+    analytic gradient: ``jax.custom_vjp`` around the core, whose backward is
+    ``core(..., need_grad=True, grad_output=g)``, not autodiff through it.
+    The first argument is differentiated; the other arrays (targets,
+    weights) are passed through with a zero cotangent, the rest are static."""
+    import jax
+
+    names = list(arguments)
+    arrays = [k for k in names[1:] if is_jax(arguments[k])]
+    static = {k: arguments[k] for k in names[1:] if k not in arrays}
+
+    def value_of(x, *others):
+        return core(x, **static, **dict(zip(arrays, others)), need_grad=False, grad_output=None)[0]
+
+    @jax.custom_vjp
+    def loss(x, *others):
+        return value_of(x, *others)
+
+    def forward(x, *others):
+        return value_of(x, *others), (x, others)
+
+    def backward(saved, g):
+        x, others = saved
+        _, grad = core(x, **static, **dict(zip(arrays, others)), need_grad=True, grad_output=g)
+        return (grad, *(None for _ in others))  # None: a zero cotangent
+
+    loss.defvjp(forward, backward)
+    loss.__name__ = name
+    return loss(arguments[names[0]], *(arguments[k] for k in arrays))
 
 
 def kept_gradient(compute, x, grad_output_axis=None, name="loss", reference=None):

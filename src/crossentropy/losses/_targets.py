@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import _checks
-from .._array import compute_dtype, device, namespace, to_compute
+from .._array import compute_dtype, device, index_dtype, namespace, to_compute
 
 
 @dataclass
@@ -121,7 +121,7 @@ def read(input, target, weight=None, ignore_index=-100, reduction="mean", label_
             f"{tuple(input.shape)}: class indices need shape {rows}"
         )
     _checks.class_indices(xp, target, C, options.ignore_index)
-    t = xp.astype(target, xp.int64)
+    t = xp.astype(target, index_dtype(xp))
     counted = t != options.ignore_index
     index = xp.where(counted, t, xp.zeros_like(t))
     return Categorical(xp, x, cax, index, counted, None, w, options)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 
 from .. import _reduce
-from .._array import device, namespace
+from .._array import device, index_dtype, namespace
 from . import cross_entropy as ce_math
 from ._targets import Categorical
 
@@ -47,7 +47,7 @@ def linear_value_and_grad(input, W, target, bias, weight, options, shift, chunk_
         index = None
     else:
         out_shape = tuple(t.shape)
-        t_rows = xp.astype(xp.reshape(t, (R, D)), xp.int64)
+        t_rows = xp.astype(xp.reshape(t, (R, D)), index_dtype(xp))
         counted = t_rows != options.ignore_index
         index = xp.where(counted, t_rows, xp.zeros_like(t_rows))
     w = None if weight is None else xp.astype(weight, cdt)
