@@ -28,8 +28,11 @@ operations under autograd (:func:`differentiable_vjp`), so that it can be
 differentiated again; the kept-gradient path needs the kernel to say how
 (``reference``), and raises where it does not (the vocab-parallel
 functions, ``inplace_backward``) instead of returning a silently constant
-gradient. Otherwise
-the backward is the cheap analytic one.
+gradient. Otherwise the backward is the cheap analytic one.
+
+Inside ``torch.func`` transforms (and forward-mode AD) the public function
+runs the core's differentiable operations, with no Function of ours; on JAX
+arrays it is a ``jax.custom_vjp`` around the core (:func:`_jax_call`).
 
 When an argument other than ``input`` requires grad (soft targets being
 trained, say) the core simply runs under torch's autograd, which
