@@ -49,10 +49,9 @@ def _jax_tracing(a: Any) -> bool:
     """``a`` is a JAX tracer, or a JAX array used while a trace is active (a
     constant closed over by a jitted function: what is computed from it is
     traced)."""
-    jax = sys.modules.get("jax")
-    if jax is None or not isinstance(a, (jax.Array, jax.core.Tracer)):
+    if not is_jax(a):
         return False
-    if isinstance(a, jax.core.Tracer):
+    if isinstance(a, sys.modules["jax"].core.Tracer):
         return True
     from jax._src import core  # no public spelling of "is a trace active"
 

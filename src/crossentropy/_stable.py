@@ -15,8 +15,7 @@ every loss (:mod:`crossentropy.losses`) call these.
 Where torch has one of these functions natively and to the last ulp
 (``sigmoid``, ``logsigmoid``), torch tensors use it: on CPU it is one pass
 where the formula would be several. The formulas avoid selects: on torch
-CPU tensors a ``where`` costs about twenty multiplies (500 us against 22 us
-for 256K float32 elements on the 2-core machine of BENCHMARKS.md).
+CPU tensors a ``where`` costs many times a multiply.
 """
 
 from __future__ import annotations
@@ -26,13 +25,6 @@ import math
 from ._array import device, is_torch_namespace, stop_gradient
 
 __all__ = ["shift", "lse", "log_softmax", "softmax", "sigmoid", "log_sigmoid", "logistic_parts", "normal_range"]
-
-
-def _is_torch(xp) -> bool:
-    return is_torch_namespace(xp)
-
-
-# ----------------------------------------------------------------------------
 
 
 def shift(xp, x, axis: int):
@@ -101,7 +93,7 @@ def logistic_parts(xp, x, extreme=True):
     a gradient when ``extreme`` is False) takes d|x|/dx = 0 at 0, which is
     right: ``ls'(0) = 0``; ``sgn`` has derivative 0.
     """
-    if _is_torch(xp) and not extreme:
+    if is_torch_namespace(xp) and not extreme:
         small = x.abs().neg_().sigmoid_()
         return x.sign(), small, small.neg().log1p_()
     e = xp.exp(-xp.abs(x))
@@ -113,7 +105,7 @@ def _sign(xp, x):
     """``sign(x)``; on torch, torch's own (0 at NaN, where ``small`` and
     ``ls`` are NaN anyway), not array-api-compat's, which writes NaN through
     a boolean mask that ``torch.func.vmap`` cannot batch."""
-    if _is_torch(xp):
+    if is_torch_namespace(xp):
         import torch
 
         return torch.sign(x)
@@ -130,7 +122,7 @@ def sigmoid(xp, x):
     torch's own sigmoid is this function to the last ulp (1/(1 + e^-x), whose
     relative error is one rounding for either sign), and much faster there
     than a select on CPU tensors; it is used for torch tensors."""
-    if _is_torch(xp):
+    if is_torch_namespace(xp):
         import torch
 
         return torch.sigmoid(x)
@@ -141,7 +133,7 @@ def sigmoid(xp, x):
 def log_sigmoid(xp, x):
     """log sigma(x) = -softplus(-x) = -(log1p(exp(-|x|)) + max(-x, 0)); torch's
     own logsigmoid is this formula, in one pass, and is used for torch tensors."""
-    if _is_torch(xp):
+    if is_torch_namespace(xp):
         import torch.nn.functional as F
 
         return F.logsigmoid(x)

@@ -7,11 +7,12 @@ With :math:`\hat y = \sigma(x)` the predicted probability of the positive class,
     = y\,\mathrm{softplus}(-x) + (1-y)\,\mathrm{softplus}(x),
 
 and :math:`\partial/\partial x = (1-y)\,\sigma(x) - y\,\sigma(-x) = \sigma(x) - y`.
-Both softplus terms come from one exponential, ``e = exp(-|x|)``
-(``_stable.softplus_pair``): each term is non-negative and computed without
-cancellation, so a confident logit's loss of about ``e^{-|x|}`` keeps its
-relative precision in float32 (the form ``(1 - t) x - log sigma(x)`` loses it
-for ``t = 0`` and ``x << 0``), and no loss is ``-0``. The functions here are
+Both softplus terms come from the same pieces, ``sign(x)``,
+``sigma(-|x|)`` and ``log sigma(|x|)`` (``_stable.logistic_parts``): the loss
+is ``x (s - t) - log sigma(|x|)`` with the step ``s``, two non-negative terms
+computed without cancellation, so a confident logit's loss of about
+``e^{-|x|}`` keeps its relative precision in float32 (the form ``(1 - t) x -
+log sigma(x)`` loses it for ``t = 0`` and ``x << 0``), and no loss is ``-0``. The functions here are
 elementwise and take any array namespace ``xp``: the array-API core and the
 torch kernel (``crossentropy._torch.binary``, a chunk at a time) both call
 them.
