@@ -11,7 +11,7 @@ import torch
 from _dist_worker import in_group
 
 from crossentropy.cases import CASES
-from crossentropy.cases.vocab_parallel import run_vocab_parallel
+from crossentropy.cases.vocab_parallel import TRANSFORMS, run_vocab_parallel, run_vocab_parallel_transform
 from crossentropy.distributed import vocab_parallel_cross_entropy as vp
 from crossentropy.distributed import vocab_parallel_linear_cross_entropy as vpl
 
@@ -19,11 +19,15 @@ _BY_ID = {c.id: c for c in CASES}
 
 
 def registry(rank, world, jobs):
+    """``jobs``: (case id, dtype) pairs through both functions, and (case id,
+    transform) pairs through ``run_vocab_parallel_transform``."""
     failures = []
-    for case_id, dtype in jobs:
-        for r in run_vocab_parallel(_BY_ID[case_id], dtype, rank, world):
-            if not r.ok:
-                failures.append(f"{case_id} {dtype}: {r}")
+    for case_id, what in jobs:
+        if what in TRANSFORMS:
+            results = [run_vocab_parallel_transform(_BY_ID[case_id], what, rank, world)]
+        else:
+            results = run_vocab_parallel(_BY_ID[case_id], what, rank, world)
+        failures += [f"{case_id} {what}: {r}" for r in results if not r.ok]
     return failures
 
 
@@ -75,16 +79,21 @@ def run_scenarios(rank, world):
                 call()
         except BaseException:  # reported to the parent, with the scenario's name
             failures.append(f"{what}: {traceback.format_exc(limit=2)}")
-    # second derivatives are refused, not silently zero (both functions' backward)
-    for name, f in (("logits", lambda z: vp(z, torch.tensor([0, 3, 1, 2, -100, 1]))),
-                    ("linear", lambda z: vpl(z, torch.ones(4, 4, dtype=torch.float64) * (rank + 1),
-                                             torch.tensor([0, 3, 1, 2, -100, 1]), vocab_start=4 * rank))):
+    # forward mode over a batch of tangents is refused on every rank; so is a
+    # vmap whose batch differs between the ranks
+    t = torch.tensor([0, 3, 1, 2, -100, 1])
+    for what, call, pattern in (
+            ("jacfwd", lambda: torch.func.jacfwd(lambda z: vp(z, t))(_x(rank)), "batch of tangents"),
+            ("hessian", lambda: torch.func.hessian(lambda z: vpl(z, torch.ones(3, 4, dtype=torch.float64) * (rank + 1),
+                                                                  t, vocab_start=3 * rank))(_x(rank)),
+             "batch of tangents"),
+            ("vmap of uneven batches", lambda: torch.func.vmap(torch.func.grad(lambda z, y: vp(z[None], y[None])))(
+                _x(rank)[:6 - (rank == world - 1)], t[:6 - (rank == world - 1)]), r"same batch size.*\[6, 5\]")):
         try:
-            torch.autograd.functional.hessian(f, _x(rank))
-            failures.append(f"{name}: a Hessian did not raise")
-        except RuntimeError as e:
-            if "not differentiable" not in str(e):
-                failures.append(f"{name}: a Hessian raised {e}")
+            with pytest.raises(ValueError, match=pattern):
+                call()
+        except BaseException:  # reported to the parent, with the scenario's name
+            failures.append(f"{what}: {traceback.format_exc(limit=2)}")
     # the group still works: an ignored row of all -inf logits gives 0 and a zero gradient
     x = _x(rank)
     x[4] = -float("inf")

@@ -78,12 +78,29 @@ def check(rank, world):
             _close(ox.grad, rx.grad, "linear grad input " + tag)
             _close(oW.grad, rW.grad[start:start + width], "linear grad weight " + tag)
             _close(ob.grad, rb.grad[start:start + width], "linear grad bias " + tag)
+            if targets == "mixed":  # double backward: a Hessian-vector product in (input, weight, bias)
+                vs = [torch.randn(a.shape, generator=g, dtype=torch.float64) for a in (x, Wf, bf)]
+                want = _hvp(lambda a, W, b: ce.cross_entropy(a @ W.T + b, t, **kw), (x, Wf, bf), vs, go)
+                got = _hvp(lambda a, W, b: vocab_parallel_linear_cross_entropy(
+                    a, W, t, linear_bias_shard=b, vocab_start=vstart, chunk_size=4, **kw),
+                    (x, Wf[start:start + width], bf[start:start + width]),
+                    (vs[0], vs[1][start:start + width], vs[2][start:start + width]), go)
+                _close(got[0], want[0], "linear Hessian-vector product, input " + tag)
+                _close(got[1], want[1][start:start + width], "linear Hessian-vector product, weight " + tag)
+                _close(got[2], want[2][start:start + width], "linear Hessian-vector product, bias " + tag)
             if reduction == "mean" and not uneven:  # a frozen classifier: the input's gradient alone
                 fx = x.clone().requires_grad_(True)
                 vocab_parallel_linear_cross_entropy(fx, Wf[start:start + width], t, vocab_start=vstart,
                                                     linear_bias_shard=bf[start:start + width], chunk_size=4,
                                                     **kw).backward(go)
                 _close(fx.grad, rx.grad, "linear grad input, frozen weight " + tag)
+
+
+def _hvp(f, args, vs, go):
+    """The gradient of <d(go . f)/d args, vs> (double backward), per argument."""
+    leaves = [a.clone().requires_grad_(True) for a in args]
+    grads = torch.autograd.grad((f(*leaves) * go).sum(), leaves, create_graph=True)
+    return torch.autograd.grad(sum((gr * v).sum() for gr, v in zip(grads, vs)), leaves)
 
 
 def in_group(rank, world, init_file, result_dir, body):

@@ -1,12 +1,14 @@
 """Vocab-parallel cross-entropy on spawned gloo process groups (CPU), world
 sizes 1, 2 and 3, even and uneven shards, against single-process results."""
 
+import os
+
 import pytest
 import torch.multiprocessing as mp
 
 import _dist_registry
 import _dist_worker
-from crossentropy.cases import CASES, paths
+from crossentropy.cases import CASES, paths, transforms, vocab_parallel
 
 
 def _spawn(target, world, tmp_path, *args):
@@ -24,6 +26,26 @@ def _jobs(every):
             if "extreme" in case.tags or (i + k) % every == 0:
                 jobs.append((case.id, dtype))
     return jobs
+
+
+def _transform_jobs(every):
+    """(case, transform) pairs: every ``every``-th of the cases that the
+    transform accepts (``crossentropy.cases.transforms.accepts``)."""
+    cases = [c for c in CASES if paths.accepts(c, "vocab-parallel", "float64")]
+    return [(case.id, t) for i, case in enumerate(cases) for k, t in enumerate(vocab_parallel.TRANSFORMS)
+            if (i + k) % every == 0 and transforms.accepts(case, "vmap" if t == "vmap" else "grad")]
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_registry_cases_under_transforms_through_both_vocab_parallel_functions(world, tmp_path):
+    """Double backward (Hessian-vector products with a tangent over every
+    shard), torch.func's grad, vjp, jacrev, jvp, forward-mode AD and
+    per-sample vmap(grad), each against the single-process reference: one
+    (case, transform) pair in 12 (every pair with CROSSENTROPY_SLOW=1)."""
+    every = 1 if os.environ.get("CROSSENTROPY_SLOW") else 12
+    results = _spawn(_dist_registry.run, world, tmp_path, _transform_jobs(every), False)
+    for rank, msg in results.items():
+        assert msg == "ok", f"rank {rank}:\n{msg}"
 
 
 @pytest.mark.parametrize("world", [1, 2])

@@ -26,9 +26,9 @@ With ``create_graph=True`` (double backward, Hessians, gradient penalties)
 both backwards recompute the gradient from the core's differentiable
 operations under autograd (:func:`differentiable_vjp`), so that it can be
 differentiated again; the kept-gradient path needs the kernel to say how
-(``reference``), and raises where it does not (the vocab-parallel
-functions, ``inplace_backward``) instead of returning a silently constant
-gradient. Otherwise the backward is the cheap analytic one.
+(``reference``; the vocab-parallel ones record differentiable collectives,
+``crossentropy._torch.distributed``), and raises where it does not
+(``inplace_backward``) instead of returning a silently constant gradient. Otherwise the backward is the cheap analytic one.
 
 Inside ``torch.func`` transforms (and forward-mode AD) the public function
 runs the core's differentiable operations, with no Function of ours; on JAX
@@ -366,8 +366,8 @@ def _makefunction_classes():
         @staticmethod
         def backward(ctx, *grad_outputs):
             raise RuntimeError(
-                f"crossentropy: the gradient of {ctx.name} is not differentiable (double backward, "
-                "Hessians and gradient penalties are not supported yet); differentiating it would "
+                f"crossentropy: the gradient of {ctx.name} is not differentiable here (inplace_backward "
+                "overwrote the logits a second derivative needs); differentiating it would "
                 "silently give zeros, so it is refused. Use torch.nn.functional's loss for second "
                 "derivatives."
             )

@@ -35,20 +35,29 @@ weights and options agree (``crossentropy._torch.distributed``: one
 all-gather of 22 int64 numbers a rank and a host read). Every rank then
 raises the same ``ValueError`` naming what differs. ``check_ranks=False``
 skips it, for a caller who has checked once.
+
+Both functions have second derivatives and run under ``torch.func``
+(``grad``, ``vjp``, ``jacrev``, ``jvp``, forward-mode AD, ``vmap`` over an
+axis the ranks share): a backward with ``create_graph=True``, and every call
+inside a transform, runs the same row math out of place with collectives
+that autograd records (``crossentropy._torch.distributed``; the convention
+is Megatron-LM's, replicated values count once), on every rank together.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 
 import torch
 
 from . import _checks
-from ._array import namespace
-from ._torch.cross_entropy import fused_cross_entropy
+from ._array import namespace, transformed
+from ._torch.cross_entropy import fused_cross_entropy, shard_reference
 from ._torch.distributed import setup
 from ._torch.linear import LinearCrossEntropyFunction, prepare
 from .functional.linear import check as check_linear
+from .functional.linear import plan_reference
 from .losses._targets import Categorical
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
@@ -122,7 +131,10 @@ def vocab_parallel_cross_entropy(
     counted = t != options.ignore_index
     problem = Categorical(namespace(x=logits_shard), logits_shard, logits_shard.ndim - 1,
                           torch.where(counted, t, torch.zeros_like(t)), counted, None, w, options)
-    return fused_cross_entropy(problem, num_items_in_batch, shards=shards)[0]
+    reference = shard_reference(problem, num_items_in_batch, shards)
+    if transformed(logits_shard):  # torch.func and forward-mode AD: the differentiable operations themselves
+        return reference(logits_shard)
+    return fused_cross_entropy(problem, num_items_in_batch, shards=shards, reference=reference)[0]
 
 
 def vocab_parallel_linear_cross_entropy(
@@ -172,4 +184,17 @@ def vocab_parallel_linear_cross_entropy(
     plan, x_rows, W, b = prepare(input, linear_weight_shard, target, linear_bias_shard, w, options, shift=shift,
                                  chunk_size=chunk, accum_dtype=accum_dtype, num_items=num_items_in_batch,
                                  shards=shards)
+    plan.reference = functools.partial(plan_reference, plan, rows_loss=functools.partial(_shard_rows, shards))
+    if any(map(transformed, (input, linear_weight_shard, linear_bias_shard))):
+        return plan.reference(x_rows, W, b)  # torch.func and forward-mode AD: differentiable operations
     return LinearCrossEntropyFunction.apply(x_rows, W, b, plan)
+
+
+def _shard_rows(shards, logits, target, options):
+    """The loss rows of a vocab-parallel shard of logits (class indices,
+    ignored rows at ``options.ignore_index``), differentiable to every order."""
+    t = target.long()
+    counted = t != options.ignore_index
+    problem = Categorical(namespace(x=logits), logits, 1, torch.where(counted, t, torch.zeros_like(t)), counted,
+                          None, shards.weight, options._replace(reduction="none"))
+    return shard_reference(problem, None, shards)(logits)

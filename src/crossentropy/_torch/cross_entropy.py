@@ -146,6 +146,34 @@ def _empty_pass(tg, dtype, device, want_stats):
     return Pass(e, e, e, dot, soft, torch.zeros(0, dtype=torch.bool, device=device) if want_stats else None)
 
 
+def shard_reference(problem, num_items, shards):
+    """Vocab-parallel cross-entropy as a function of this rank's logits, from
+    the same row math with out-of-place torch operations and collectives that
+    autograd records (``VocabShards.differentiable_copy``): what a backward
+    with ``create_graph=True`` differentiates, and what runs inside
+    ``torch.func`` transforms. Index targets only (as the vocab-parallel
+    functions take). Returns ``x -> loss`` (rows for ``"none"``), ``x`` shaped
+    like ``problem.x``."""
+    opt = problem.options
+    collectives = shards.differentiable_copy()
+
+    def loss(x):
+        C = x.shape[-1]
+        cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+        x2 = x.reshape(-1, C).to(cdt)
+        tg = index_block_targets(problem.index.reshape(-1), problem.counted.reshape(-1), problem.weight, opt,
+                                 shards.vocab, cdt, shards)
+        raw_column = x2.gather(1, tg.column[:, None])[:, 0]
+        s = math.softcap(XP, x2, opt.softcap)
+        rows = finish_rows(exp_pass_(None, s, tg), tg, raw_column, opt, collectives)
+        den = math.mean_denominator(XP, tg.t.wy, (x2.shape[0],), num_items, cdt, x2) if opt.reduction == "mean" \
+            else None
+        value = _reduce.reduce(XP, rows.loss, opt.reduction, den).to(x.dtype)
+        return value.reshape(problem.rows) if opt.reduction == "none" else value
+
+    return loss
+
+
 def fused_cross_entropy(problem, num_items=None, *, inplace_backward=False, with_stats=False, shards=None,
                         reference=None):
     """Cross-entropy of a validated problem (``losses._targets.read`` with

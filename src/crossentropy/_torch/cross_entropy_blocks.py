@@ -77,15 +77,17 @@ class Pass(NamedTuple):
 
 def exp_pass_(work, src, tg: Targets, truth=None) -> Pass:
     """Writes e^{s - m} into ``work``; ``src`` holds the (capped) logits s in
-    ``work``'s dtype and may be ``work`` itself."""
+    ``work``'s dtype and may be ``work`` itself. ``work=None``: the same
+    statistics out of place, for autograd to record (the vocab-parallel
+    reference); the shift is a constant there, as the loss does not depend on it."""
     hits = None if truth is None else src.argmax(1) == truth
-    m_raw = src.amax(1)
+    m_raw = src.detach().amax(1)
     m = m_raw.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)  # no finite maximum: shift by 0
-    torch.sub(src, m[:, None], out=work)  # s - m: exact where s is near m
-    dot = None if tg.b is None else math.soft_dot(_xp(), tg.b, work)
+    shifted = src - m[:, None] if work is None else torch.sub(src, m[:, None], out=work)  # exact where s is near m
+    dot = None if tg.b is None else math.soft_dot(_xp(), tg.b, shifted)
     soft = None if tg.probs is None else tg.b.sum(1)
-    work.exp_()  # e^(s - m), the only exponential pass
-    return Pass(m_raw, m, work.sum(1), dot, soft, hits)
+    e = shifted.exp() if work is None else shifted.exp_()  # e^(s - m), the only exponential pass
+    return Pass(m_raw, m, e.sum(1), dot, soft, hits)
 
 
 class Rows(NamedTuple):
@@ -109,13 +111,12 @@ def finish_rows(st: Pass, tg: Targets, raw_column, options, shards=None) -> Rows
     shifted = None if raw_column is None else math.softcap(xp, raw_column, options.softcap) - m
     target_shifted, delta = shifted, None
     if shards is not None:
-        top = st.m_raw.clone()
-        shards.all_max_(top)  # collective 1: 4 bytes a row
+        top = shards.all_max(st.m_raw.clone())  # collective 1: 4 bytes a row
         m_global = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
         delta = m - m_global
         soft_here = None if dot is None else shards.soft_total(t.counted, options.label_smoothing, sum_exp.dtype)
         packed = torch.stack(math.reshift(xp, delta, sum_exp, shifted, tg.here, dot, soft_here))
-        shards.all_sum_(packed)  # collective 2: 4 to 12 bytes a row
+        packed = shards.all_sum(packed)  # collective 2: 4 to 12 bytes a row
         m, sum_exp = m_global, packed[0]
         target_shifted = None if shifted is None else packed[1]
         dot = None if dot is None else packed[-1]

@@ -26,6 +26,8 @@ import torch
 import torch.distributed as dist
 
 from .. import _checks
+from .._array import transformed
+from .collectives import AllReduce, Copy
 
 _REDUCTIONS = ("none", "mean", "sum")
 _DTYPES = (torch.float64, torch.float32, torch.bfloat16, torch.float16)
@@ -43,6 +45,7 @@ class VocabShards:
     def __init__(self, group, start, width, vocab, weight, device):
         self.group, self.start, self.width, self.vocab, self.device = group, start, width, vocab, device
         self.weight = weight  # the global (V,) class weights in the compute dtype, or None
+        self.differentiable = False  # the collectives autograd records (differentiable_copy)
 
     def local_columns(self, index, counted):
         """Each row's target as a column of this shard (0 where it is not here:
@@ -61,11 +64,33 @@ class VocabShards:
         w = self.width if self.weight is None else self.local(self.weight).sum()
         return (e / self.vocab) * w * counted.to(dtype)
 
-    def all_max_(self, t):
+    def all_max(self, t):
+        """The elementwise maximum over the ranks (in place unless
+        differentiable; its value is a shift, never differentiated)."""
+        if self.differentiable:
+            return AllReduce.apply(t.detach(), dist.ReduceOp.MAX, self.group)
         dist.all_reduce(t, op=dist.ReduceOp.MAX, group=self.group)
+        return t
 
-    def all_sum_(self, t):
+    def all_sum(self, t):
+        """The elementwise sum over the ranks: in place in the kernels'
+        forward, a differentiable :class:`.collectives.AllReduce` when ``differentiable``."""
+        if self.differentiable:
+            return AllReduce.apply(t, dist.ReduceOp.SUM, self.group)
         dist.all_reduce(t, group=self.group)
+        return t
+
+    def replicated(self, t):
+        """A replicated tensor entering this rank's part of the computation
+        (the input of linear cross-entropy): itself, with a backward that sums
+        every rank's contribution (:class:`.collectives.Copy`)."""
+        return Copy.apply(t, self.group)
+
+    def differentiable_copy(self):
+        """The same shards, whose collectives autograd records (to every order)."""
+        other = VocabShards(self.group, self.start, self.width, self.vocab, self.weight, self.device)
+        other.differentiable = True
+        return other
 
 
 def _bits(value) -> int:
@@ -76,9 +101,12 @@ def _bits(value) -> int:
 
 
 def _checksums(t):
-    """Two order-independent int64 checksums of an array (exact: integer sums)."""
+    """Two order-independent int64 checksums of an array (exact: integer sums);
+    inside ``torch.func`` transforms (no values to read), a constant."""
     if t is None:
         return -1, -1
+    if transformed(t):
+        return -2, -2
     flat = t.detach().reshape(-1)
     ints = flat.double().view(torch.int64) if flat.is_floating_point() else flat.long()
     ints = torch.remainder(ints, 1_000_003)

@@ -120,7 +120,7 @@ def run(input, W, b, plan: Plan, go, want):
             fold(logits, xc, W, gx, ids, gW, gb)
         del logits, work  # free this chunk before the next one is allocated
     if gx is not None and plan.shards is not None:
-        plan.shards.all_sum_(gx)  # every shard of the classifier contributes to dL/dx
+        gx = plan.shards.all_sum(gx)  # every shard of the classifier contributes to dL/dx
     return loss, gx, gW, gb
 
 

@@ -178,13 +178,14 @@ def linear_cross_entropy(
 
     plan, x_rows, W2, b2 = prepare(input, linear_weight, target, linear_bias, w, options, shift=shift,
                                    chunk_size=chunk, accum_dtype=accum_dtype, num_items=num_items_in_batch)
-    plan.reference = functools.partial(_plan_reference, plan)
+    plan.reference = functools.partial(plan_reference, plan)
     return LinearCrossEntropyFunction.apply(x_rows, W2, b2, plan)
 
 
-def _plan_reference(plan, x_rows, W, b):
+def plan_reference(plan, x_rows, W, b, rows_loss=None):
     """The same loss from the logits of every walked row at once, through
-    :func:`crossentropy.cross_entropy` (whose backward is differentiable):
+    :func:`crossentropy.cross_entropy` (whose backward is differentiable),
+    or ``rows_loss(logits, target, options)`` (the vocab-parallel shard's):
     what a backward with ``create_graph=True`` differentiates. It holds the
     ``(rows, V)`` logits, as a second derivative of them must."""
     import torch
@@ -193,6 +194,8 @@ def _plan_reference(plan, x_rows, W, b):
 
     C, D, opt = plan.classes, plan.positions, plan.options
     rows = torch.arange(x_rows.shape[0], device=x_rows.device) if plan.rows is None else plan.rows
+    if plan.shards is not None:  # the input is replicated: its gradient adds up every shard's part
+        x_rows = plan.shards.replicated(x_rows)
     xc = x_rows.index_select(0, rows)
     logits = (xc @ W.T if b is None else torch.addmm(b, xc, W.T)).to(plan.cdt).reshape(-1, C)
     counted = plan.counted.index_select(0, rows).reshape(-1)
@@ -201,8 +204,12 @@ def _plan_reference(plan, x_rows, W, b):
         target = torch.where(counted, index, torch.full_like(index, opt.ignore_index))
     else:
         target = plan.probs.index_select(0, rows).reshape(-1, C)
-    loss_rows = cross_entropy(logits, target, weight=plan.weight, ignore_index=opt.ignore_index, reduction="none",
-                              label_smoothing=opt.label_smoothing, z_loss=opt.z_loss, softcap=opt.softcap)
+    if rows_loss is None:
+        loss_rows = cross_entropy(logits, target, weight=plan.weight, ignore_index=opt.ignore_index,
+                                  reduction="none", label_smoothing=opt.label_smoothing, z_loss=opt.z_loss,
+                                  softcap=opt.softcap)
+    else:
+        loss_rows = rows_loss(logits, target, opt)
     loss_rows = torch.where(counted, loss_rows, torch.zeros_like(loss_rows))
     pos = (plan.out_pos.index_select(0, rows)[:, None] + torch.arange(D, device=x_rows.device)).reshape(-1)
     loss = torch.zeros(math.prod(plan.out_shape), dtype=plan.cdt, device=x_rows.device).index_put((pos,), loss_rows)
