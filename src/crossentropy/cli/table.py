@@ -367,4 +367,4 @@ def write_table(path, columns: dict) -> None:
     import pyarrow.csv as pcsv
 
     table = pa.table({name: pa.array(np.asarray(v)) for name, v in columns.items()})
-    pcsv.write_csv(table, path)
+    pcsv.write_csv(table, path, pcsv.WriteOptions(quoting_style="needed"))
