@@ -366,5 +366,11 @@ def write_table(path, columns: dict) -> None:
     import pyarrow as pa
     import pyarrow.csv as pcsv
 
+    import io
+
     table = pa.table({name: pa.array(np.asarray(v)) for name, v in columns.items()})
-    pcsv.write_csv(table, path, pcsv.WriteOptions(quoting_style="needed"))
+    header = io.StringIO()
+    csv.writer(header, lineterminator="\n").writerow(list(columns))  # pyarrow would quote every name
+    with open(path, "wb") as fh:
+        fh.write(header.getvalue().encode("utf-8"))
+        pcsv.write_csv(table, fh, pcsv.WriteOptions(include_header=False, quoting_style="needed"))
