@@ -360,6 +360,18 @@ def _labels(source, name, chunks):
     return numbers.astype(np.int64)
 
 
+def _quoting(table):
+    """pyarrow's "needed" quotes every string: "none" unless some string holds
+    a delimiter, a quote or a line break."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    for col in table.columns:
+        if pa.types.is_string(col.type) and pc.any(pc.match_substring_regex(col, '[,"\r\n]')).as_py():
+            return "needed"
+    return "none"
+
+
 def write_table(path, columns: dict) -> None:
     """Write ``columns`` (name -> 1-d array) as CSV with pyarrow: floats in
     their shortest form that reads back as the same double."""
@@ -373,4 +385,4 @@ def write_table(path, columns: dict) -> None:
     csv.writer(header, lineterminator="\n").writerow(list(columns))  # pyarrow would quote every name
     with open(path, "wb") as fh:
         fh.write(header.getvalue().encode("utf-8"))
-        pcsv.write_csv(table, fh, pcsv.WriteOptions(include_header=False, quoting_style="needed"))
+        pcsv.write_csv(table, fh, pcsv.WriteOptions(include_header=False, quoting_style=_quoting(table)))
