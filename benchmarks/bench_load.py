@@ -32,7 +32,7 @@ import _tables
 
 READERS = {
     "numpy.loadtxt": "numpy",
-    "crossentropy (pyarrow.csv, streamed)": "pyarrow",
+    "crossentropy (pyarrow.csv in pieces)": "pyarrow",
     "pyarrow.csv.read_csv": "pyarrow",
     "pandas.read_csv (C engine)": "pandas",
     "pandas.read_csv (pyarrow engine)": "pandas",
