@@ -13,10 +13,12 @@ $(BIN)/python:
 
 # Reinstall only when the project's requirements change.
 $(VENV)/.installed-cli: pyproject.toml constraints.txt | $(BIN)/python
+	@echo "Installing crossentropy[cli] into $(VENV) (scikit-learn, SciPy, matplotlib, rich, pyarrow; a minute the first time)..."
 	$(PIP) -e ".[cli]"
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
+	@echo "Installing crossentropy[test] into $(VENV) (torch, JAX and the test tools; minutes the first time)..."
 	$(PIP) -e ".[test]"
 	touch $@ $(VENV)/.installed-cli
 

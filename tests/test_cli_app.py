@@ -30,7 +30,12 @@ def tables(tmp_path):
     (tmp_path / "missing.csv").write_text("a,b,y\n1,,0\n2,3,1\n")
     (tmp_path / "ragged.csv").write_text("a,b,y\n1,2,0\n2,3\n")
     (tmp_path / "continuous.csv").write_text("a,y\n1,0.5\n2,1.25\n3,0.1\n")
+    (tmp_path / "gaps.csv").write_text("a,b,y\n1,2,0\n3,,1\n,4,0\n")  # row 2's b comes before row 3's a
+    (tmp_path / "huge.csv").write_text("a,b,y\n" + "".join(f"{(-1) ** i * 1.5e300},{i},{i % 2}\n"
+                                                          for i in range(8)))
     (tmp_path / "data.parquet").write_bytes(b"PAR1")
+    (tmp_path / "garbage.npz").write_bytes(bytes(range(256)) * 4)
+    (tmp_path / "lone.json").write_text('{"format": "crossentropy-model", "arrays": "lone.npz"}')
     fruit_csv(tmp_path / "fruit.csv")
     return tmp_path
 
@@ -40,7 +45,12 @@ BAD = {
     "no such target column": (["fit", "{d}/fruit.csv", "--target", "colour"], "no column 'colour'"),
     "single class": (["fit", "{d}/one_class.csv"], "single class"),
     "non-numeric features": (["fit", "{d}/strings.csv"], "'colour' is not numeric"),
-    "missing value": (["fit", "{d}/missing.csv"], "missing value"),
+    "missing value": (["fit", "{d}/missing.csv"], "missing value in row 1, column 'b'"),
+    "first missing value": (["fit", "{d}/gaps.csv"], "missing value in row 2, column 'b'"),
+    "a column near 1e300": (["fit", "{d}/huge.csv"], "feature column 'a' cannot be standardised"),
+    "garbage npz": (["predict", "{d}/garbage.npz", "iris"], "garbage.npz is not a crossentropy model "
+                    "file (not a .npz archive)"),
+    "json without its npz": (["predict", "{d}/lone.json", "iris"], "its arrays {d}/lone.npz are missing"),
     "ragged row": (["fit", "{d}/ragged.csv"], "fields where the header has 3"),
     "continuous target": (["fit", "{d}/continuous.csv"], "non-integer numbers"),
     "unknown option": (["fit", "--frobnicate"], "unrecognized arguments: --frobnicate"),
@@ -60,11 +70,32 @@ BAD = {
 def test_bad_input_exits_2_with_one_line(tables, case):
     args, message = BAD[case]
     proc = run(*[a.format(d=tables) for a in args])
+    message = message.format(d=tables)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr
     assert message in lines[0] and "error" in lines[0]
+
+
+NO_TORCH = """
+import sys
+class NoTorch:  # an import finder that refuses torch, as if it were not installed
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "torch":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, NoTorch())
+from crossentropy.cli import main
+sys.exit(main(["bench"]))
+"""
+
+
+def test_bench_without_torch_names_the_extra():
+    code = NO_TORCH
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip() == ('crossentropy bench: error: the benchmarks compare against PyTorch, '
+                                   'which is not installed: pip install "crossentropy[torch]"')
 
 
 def test_parquet_without_pyarrow_is_a_clear_error(tables):

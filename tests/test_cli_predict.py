@@ -54,3 +54,27 @@ def test_predict_with_a_model_of_other_features(digits_run):
     _, out = digits_run
     proc = run("predict", out / "models" / "cross_entropy.npz", "iris")
     assert proc.returncode == 2 and "feature column(s)" in proc.stderr
+
+
+def test_predict_names_a_label_the_model_never_saw(digits_run, tmp_path):
+    _, out = digits_run
+    lines = (out / "test.csv").read_text().splitlines()
+    lines[3] = lines[3].rsplit(",", 1)[0] + ",11"  # digits has the classes 0..9
+    data = tmp_path / "unseen.csv"
+    data.write_text("\n".join(lines) + "\n")
+    proc = run("predict", out / "models" / "cross_entropy.npz", data)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"crossentropy predict: error: {data}: label 11 in row 3 of the target column 'target' is not one "
+        "of the model's classes (0, 1, 2, 3, 4, 5, 6, 7, 8, 9); 1 unseen label(s) in 1 row(s), whose "
+        "log-loss would be infinite: drop those rows"]
+
+
+def test_predict_out_into_a_missing_folder(digits_run, tmp_path):
+    _, out = digits_run
+    target = tmp_path / "no" / "such" / "p.csv"
+    proc = run("predict", out / "models" / "cross_entropy.npz", out / "test.csv", "--out", target)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"crossentropy predict: error: --out {target}: the folder {target.parent} does not exist "
+        "(create it first)"]

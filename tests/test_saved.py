@@ -44,10 +44,34 @@ def test_save_and_load_round_trip(tmp_path):
         assert m.feature_names == feats and m.meta["target"] == "kind"
 
 
+def test_every_estimator_parameter_round_trips(tmp_path):
+    params = dict(loss="focal", C=np.inf, label_smoothing=0.05, gamma=0.5, fit_intercept=False,
+                  max_iter=77, tol=1e-7, class_weight={0: 2.0, 1: 1.0, 2: 0.25})
+    clf = SoftmaxRegression(**params).fit(IRIS_X, IRIS_Y)
+    save_model(clf, tmp_path / "m")
+    loaded = load_model(tmp_path / "m.npz").estimator
+    assert loaded.get_params() == clf.get_params() == params
+    np.testing.assert_array_equal(loaded.predict_proba(IRIS_X), clf.predict_proba(IRIS_X))
+
+
 def test_load_model_refuses_other_files(tmp_path):
     np.savez(tmp_path / "x.npz", a=np.zeros(2))
     with pytest.raises(ValueError, match="not a crossentropy model"):
         load_model(tmp_path / "x.npz")
+    (tmp_path / "garbage.npz").write_bytes(bytes(range(256)) * 3)
+    with pytest.raises(ValueError, match=r"garbage.npz is not a crossentropy model file \(not a .npz archive\)"):
+        load_model(tmp_path / "garbage.npz")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json is not a crossentropy model file"):
+        load_model(tmp_path / "bad.json")
+
+
+def test_a_sidecar_without_its_arrays_names_the_missing_path(tmp_path):
+    clf = SoftmaxRegression().fit(IRIS_X, IRIS_Y)
+    npz, sidecar = save_model(clf, tmp_path / "m")
+    (tmp_path / "m.npz").unlink()
+    with pytest.raises(ValueError, match=f"its arrays {tmp_path / 'm.npz'} are missing"):
+        load_model(sidecar)
 
 
 # ---------------------------------------------------------------------------

@@ -80,6 +80,29 @@ def test_weighted_and_strongly_penalised_fit_matches_logistic_regression():
     np.testing.assert_allclose(ours.intercept_, ref.intercept_, atol=1e-5)
 
 
+@pytest.mark.parametrize("binary", [False, True])
+@pytest.mark.parametrize("workers", [1, 3])
+def test_blocks_of_rows_and_workers_reach_logistic_regressions_optimum(monkeypatch, binary, workers):
+    """A table of several blocks of rows (the objective sums their pieces),
+    shared out among one or three workers, weighted: LogisticRegression's optimum."""
+    import crossentropy.models.softmax_regression as module
+
+    rng = np.random.default_rng(3)
+    n = 2 * module._BLOCK_ROWS + 123
+    X = rng.standard_normal((n, 5))
+    y = (X @ rng.standard_normal((5, 2 if binary else 4))).argmax(axis=1) + rng.integers(0, 2, n)
+    sw = rng.uniform(0.5, 2.0, n)
+    monkeypatch.setattr(module, "_blas_threads", lambda: workers)
+    ours = SoftmaxRegression(tol=1e-10).fit(X, y, sample_weight=sw)
+    with threadpool_limits(1, "blas"):
+        ref = LogisticRegression(max_iter=10_000, tol=1e-10).fit(X, y, sample_weight=sw)
+    np.testing.assert_allclose(ours.coef_, ref.coef_, atol=1e-6)
+    np.testing.assert_allclose(ours.intercept_, ref.intercept_, atol=1e-6)
+    monkeypatch.setattr(module, "_BLOCK_ROWS", 10 * n)  # one block: the same fit
+    whole = SoftmaxRegression(tol=1e-10).fit(X, y, sample_weight=sw)
+    np.testing.assert_allclose(ours.coef_, whole.coef_, atol=1e-8)
+
+
 def test_class_weight_dict_equals_sample_weight():
     X, y = standardised("iris")
     cw = {0: 1.0, 1: 3.0, 2: 0.5}

@@ -7,12 +7,15 @@
 
 The user guide, with the saved-model format, is ``docs/cli.md``. Bad input
 (a missing file, a column that is not there, a single class, non-numeric
-features, an unknown option) prints one line on stderr and exits with status 2.
+features, a missing value, a label a model never saw, a damaged model file,
+an unknown option) prints one line on stderr, naming the file and where it
+can the row, column or label, and exits with status 2.
 
 =================  ==============================================================
 :mod:`.app`        the parser, error handling and dispatch: :func:`main`
 :mod:`.common`     the program's name, :class:`UsageError`, the test-set metrics
-:mod:`.data`       reading a table or a bundled dataset (:class:`DataError`)
+:mod:`.data`       a table or a bundled dataset as features and labels (:class:`DataError`)
+:mod:`.table`      reading CSV, TSV and Parquet with pyarrow; writing CSV
 :mod:`.fit`        ``crossentropy fit``
 :mod:`.predict`    ``crossentropy predict``
 :mod:`.check`      ``crossentropy check``: the cases and their runner

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +31,14 @@ def find_benchmarks():
     return d if d.is_dir() and (root / "pyproject.toml").exists() else None
 
 
+def _have_torch():
+    """Whether torch can be imported, without importing it (seconds)."""
+    try:
+        return importlib.util.find_spec("torch") is not None
+    except (ImportError, ValueError):  # a finder that refuses it; sys.modules["torch"] = None
+        return False
+
+
 def run(args, out, err) -> int:
     """``crossentropy bench``: returns the exit status (1 if a script fails)."""
     d = Path(args.dir) if args.dir else find_benchmarks()
@@ -41,6 +50,11 @@ def run(args, out, err) -> int:
                   "Use --dir DIR to point at one.")
         return 0
     scripts = sorted(p for p in d.glob("*.py") if not p.name.startswith("_"))
+    if scripts and not _have_torch():
+        # the scripts measure the torch kernels against PyTorch's own: without
+        # torch each would end in a ModuleNotFoundError traceback
+        raise DataError('the benchmarks compare against PyTorch, which is not installed: '
+                        'pip install "crossentropy[torch]"')
     if not scripts:
         out.print(f"No benchmark scripts in {d}: nothing to run.")
         return 0

@@ -136,49 +136,72 @@ def _stratified_split(X, y, test_size, seed):
         ) from None
 
 
-def run(args, out, err) -> int:
-    """``crossentropy fit``: returns the exit status."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-    from rich.table import Table
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.metrics import confusion_matrix
+def _standardise(X_tr, X_te, feature_names, source):
+    """Standardise both sets in place with the training rows' mean and
+    standard deviation; a DataError naming the first column whose statistics
+    overflow float64 (values near 1e300: their squares are infinite)."""
     from sklearn.preprocessing import StandardScaler
 
-    from ..models import SoftmaxRegression, save_model
-
-    ds = load_data(args.data, args.target)
-    classes = np.unique(ds.y)
-    if classes.size < 2:
+    largest = np.max(np.abs(X_tr), axis=0)
+    with warnings.catch_warnings(), np.errstate(over="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        scaler = StandardScaler(copy=False).fit(X_tr)
+        # an infinite variance leaves scale_ at 1 (scikit-learn's guard for a zero one)
+        bad = ~(np.isfinite(scaler.mean_) & np.isfinite(scaler.var_) & np.isfinite(scaler.scale_))
+        if not bad.any():
+            scaler.transform(X_tr)
+            scaler.transform(X_te)
+            bad = ~(np.isfinite(X_tr).all(axis=0) & np.isfinite(X_te).all(axis=0))
+    if bad.any():
+        j = int(np.argmax(bad))
+        big = float(largest[j])
         raise DataError(
-            f"{ds.name}: the target column {ds.target!r} has a single class "
-            f"({classes[0].item()!r}); a classifier needs at least 2"
-        )
-    specs = loss_specs(args)
-    X_tr, X_te, y_tr, y_te = _stratified_split(ds.X, ds.y, args.test_size, args.seed)
-    scaler = StandardScaler().fit(X_tr)
-    Z_tr, Z_te = scaler.transform(X_tr), scaler.transform(X_te)
+            f"{source}: feature column {feature_names[j]!r} cannot be standardised: its values "
+            f"(up to {big:.3g} in magnitude) overflow float64's range in the variance; "
+            "rescale the column (divide it by a power of ten) first")
+    return scaler
+
+
+def run(args, out, err) -> int:
+    """``crossentropy fit``: returns the exit status."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import confusion_matrix
+
+    from ..models import SoftmaxRegression, save_model
+    from .common import progress_bar, reading
 
     out_dir = Path(args.out)
-    try:
-        (out_dir / "models").mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UsageError(f"{PROG} fit: error: cannot create --out {str(out_dir)!r}: {e.strerror}") from None
-    test_csv = out_dir / "test.csv"
-    write_csv(test_csv, X_te, y_te, ds.feature_names, ds.target)
-
-    err.print(
-        f"[bold]{ds.name}[/]: {len(ds.y)} rows, {ds.X.shape[1]} features, {classes.size} classes "
-        f"-> {len(y_tr)} train / {len(y_te)} test (stratified, seed {args.seed}); "
-        f"features standardised on the training rows",
-        soft_wrap=True,
-    )
+    progress = progress_bar(err, args.quiet)
     rows, curves, reliability, confusions = [], {}, {}, {}
-    progress = Progress(
-        TextColumn("{task.description:<32}"), BarColumn(bar_width=30),
-        TextColumn("{task.fields[info]}"), TimeElapsedColumn(),
-        console=err, disable=args.quiet,
-    )
     with progress:
+        task, update = reading(progress, args.data)
+        ds = load_data(args.data, args.target, progress=update)
+        progress.update(task, info=f"{len(ds.X)} rows x {ds.X.shape[1]} features", total=1, completed=1)
+        classes = np.unique(ds.y)
+        if classes.size < 2:
+            raise DataError(
+                f"{ds.name}: the target column {ds.target!r} has a single class "
+                f"({classes[0].item()!r}); a classifier needs at least 2"
+            )
+        specs = loss_specs(args)
+        n_rows, n_features = ds.X.shape
+        X_tr, X_te, y_tr, y_te = _stratified_split(ds.X, ds.y, args.test_size, args.seed)
+        ds.X = None  # the split holds copies: free the table's array
+        try:
+            (out_dir / "models").mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UsageError(f"{PROG} fit: error: cannot create --out {str(out_dir)!r}: {e.strerror}") from None
+        test_csv = out_dir / "test.csv"
+        write_csv(test_csv, X_te, y_te, ds.feature_names, ds.target)  # raw, before standardising
+        scaler = _standardise(X_tr, X_te, ds.feature_names, ds.name)
+        Z_tr, Z_te = X_tr, X_te
+        if not progress.disable:  # what a person watching wants; a log has results.json
+            progress.console.print(
+                f"[bold]{ds.name}[/]: {n_rows} rows, {n_features} features, {classes.size} classes "
+                f"-> {len(y_tr)} train / {len(y_te)} test (stratified, seed {args.seed}); "
+                f"features standardised on the training rows",
+                soft_wrap=True,
+            )
         for spec in specs:
             task = progress.add_task(spec.label, total=None, info="starting")
 
@@ -199,7 +222,7 @@ def run(args, out, err) -> int:
                             info=f"{n_iter} iterations, objective {est.objective_:.6g}")
             for w in caught:
                 if issubclass(w.category, ConvergenceWarning):
-                    progress.console.print(f"[yellow]warning:[/] {spec.label}: {w.message}")
+                    err.print(f"[yellow]warning:[/] {spec.label}: {w.message}", soft_wrap=True)
             metrics, pred, bins = evaluate(est, Z_te, y_te)
             metrics.update(fit_seconds=seconds, n_iter=n_iter, converged=est.converged_,
                            train_objective=est.objective_)
@@ -215,6 +238,8 @@ def run(args, out, err) -> int:
             curves[spec.label] = est.loss_curve_
             reliability[spec.label] = (metrics["ece"], bins)
             confusions[spec.label] = (confusion_matrix(y_te, pred, labels=est.classes_), metrics["accuracy"])
+
+    from rich.table import Table
 
     table = Table(
         title=f"{ds.name}: test-set results ({len(y_te)} rows), C = {args.C:g}; "
@@ -244,7 +269,7 @@ def run(args, out, err) -> int:
             title=f"Confusion matrices, {test_title}"))
     results = {
         "data": ds.name, "target": ds.target, "n_train": len(y_tr), "n_test": len(y_te),
-        "n_features": ds.X.shape[1], "classes": [c.item() for c in classes], "C": args.C,
+        "n_features": n_features, "classes": [c.item() for c in classes], "C": args.C,
         "test_size": args.test_size, "seed": args.seed, "test_data": str(test_csv),
         "plots": plots, "models": rows,
     }

@@ -3,7 +3,6 @@ accuracy, log-loss and calibration error when the table has the target column.""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 
@@ -30,19 +29,31 @@ def add_parser(sub):
 
 def run(args, out, err) -> int:
     """``crossentropy predict``: returns the exit status."""
-    from rich.table import Table
-
     from ..models import load_model
+    from .common import check_labels, progress_bar, reading
+    from .table import write_table
 
     if not os.path.exists(args.model):
         raise DataError(f"{args.model}: no such model file")
+    if args.out:  # before any work: a missing folder is a typo to hear about at once
+        folder = os.path.dirname(os.path.abspath(args.out))
+        if not os.path.isdir(folder):
+            raise DataError(f"--out {args.out}: the folder {os.path.dirname(args.out) or folder} "
+                            "does not exist (create it first)")
+        if os.path.isdir(args.out):
+            raise DataError(f"--out {args.out} is a folder; name the CSV file to write")
     try:
         model = load_model(args.model)
     except (ValueError, KeyError, OSError, TypeError) as e:
         raise DataError(str(e).splitlines()[0]) from None
     target = args.target or model.meta.get("target")
-    ds = load_data(args.data, target, features=model.feature_names, require_target=args.target is not None)
+    with progress_bar(err, False) as progress:
+        _, update = reading(progress, args.data)
+        ds = load_data(args.data, target, features=model.feature_names,
+                       require_target=args.target is not None, progress=update)
     est = model.estimator
+    if ds.y is not None:
+        check_labels(est.classes_, ds.y, args.data, ds.target)
     Z = model.transform(ds.X)
     pred = est.predict(Z)
     proba = est.predict_proba(Z)
@@ -52,16 +63,18 @@ def run(args, out, err) -> int:
         metrics, _, _ = evaluate(est, Z, ds.y)
         summary.update(metrics)
     if args.out:
-        names = [f"p({c})" for c in est.classes_.tolist()]
-        with open(args.out, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["prediction", *names])
-            for label, p in zip(pred.tolist(), proba.tolist()):
-                w.writerow([label, *map(repr, p)])
+        columns = {"prediction": pred}
+        columns.update((f"p({c})", proba[:, j]) for j, c in enumerate(est.classes_.tolist()))
+        try:
+            write_table(args.out, columns)
+        except OSError as e:
+            raise DataError(f"--out {args.out}: cannot write it ({e.strerror or e})") from None
         summary["predictions"] = args.out
     if args.json:
         print(json.dumps(summary))
         return 0
+    from rich.table import Table
+
     out.print(f"[bold]{args.model}[/] on [bold]{args.data}[/]", soft_wrap=True)
     table = Table(show_header=False)
     table.add_column(style="bold")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from typing import NamedTuple
 
 import numpy as np
@@ -119,27 +120,48 @@ def load_model(path) -> SavedModel:
     sidecar, or the common path without suffix). Never unpickles anything."""
     path = str(path)
     if path.endswith(".json"):
-        with open(path, encoding="utf-8") as fh:
-            sidecar = json.load(fh)
-        path = os.path.join(os.path.dirname(path), sidecar.get("arrays", ""))
+        try:
+            with open(path, encoding="utf-8") as fh:
+                sidecar = json.load(fh)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path} is not a crossentropy model file (not JSON: {e})") from None
+        arrays_name = sidecar.get("arrays") if isinstance(sidecar, dict) else None
+        if not isinstance(arrays_name, str) or sidecar.get("format") != MODEL_FORMAT:
+            raise ValueError(f"{path} is not a crossentropy model sidecar (no 'format' and 'arrays')")
+        npz = os.path.join(os.path.dirname(path), arrays_name)
+        if not os.path.exists(npz):
+            raise ValueError(f"{path} is a model's sidecar, but its arrays {npz} are missing "
+                             "(keep the .npz beside the .json)")
+        path = npz
     elif not path.endswith(".npz") and not os.path.exists(path):
         path = path + ".npz"
+    if not os.path.exists(path):
+        raise ValueError(f"{path}: no such model file")
+    # np.load reads anything that is not a zip archive as a pickle (refused,
+    # but with a message about pickles): say what the file is not, first.
+    if not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is not a crossentropy model file (not a .npz archive)")
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
-    except (OSError, ValueError) as e:
-        raise ValueError(f"{path} is not a crossentropy model file: {e}") from e
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise ValueError(f"{path} is not a crossentropy model file: {e}") from None
     try:
         meta = json.loads(str(arrays["meta"]))
     except (KeyError, json.JSONDecodeError) as e:
         raise ValueError(f"{path} is not a crossentropy model file (no metadata)") from e
-    if meta.get("format") != MODEL_FORMAT:
-        raise ValueError(f"{path} is not a crossentropy model file (format {meta.get('format')!r})")
+    if not isinstance(meta, dict) or meta.get("format") != MODEL_FORMAT:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise ValueError(f"{path} is not a crossentropy model file (format {found!r})")
     if meta.get("format_version", 0) > MODEL_FORMAT_VERSION:
         raise ValueError(
             f"{path} has format version {meta['format_version']}; this crossentropy "
             f"reads versions up to {MODEL_FORMAT_VERSION}"
         )
+    missing = [k for k in ("coef", "intercept", "classes", "feature_names", "mean", "scale")
+               if k not in arrays]
+    if missing or "params" not in meta:
+        raise ValueError(f"{path} is a damaged crossentropy model file (no {', '.join(missing) or 'params'})")
     params = dict(meta["params"])
     if params.get("C") == "inf":
         params["C"] = float("inf")
@@ -150,7 +172,7 @@ def load_model(path) -> SavedModel:
     est.intercept_ = arrays["intercept"]
     est.n_features_in_ = est.coef_.shape[1]
     est.n_iter_ = np.array([meta.get("n_iter", 0)], dtype=np.int32)
-    est.loss_curve_ = arrays["loss_curve"].tolist()
+    est.loss_curve_ = arrays["loss_curve"].tolist() if "loss_curve" in arrays else []
     est.objective_ = meta.get("objective")
     est.converged_ = meta.get("converged", True)
     names = [str(s) for s in arrays["feature_names"]]

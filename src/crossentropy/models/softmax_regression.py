@@ -29,7 +29,9 @@ crossentropy`` does not import it.
 from __future__ import annotations
 
 import numbers
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy.optimize import minimize
@@ -38,7 +40,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.class_weight import compute_class_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
-from threadpoolctl import threadpool_limits
+from threadpoolctl import threadpool_info, threadpool_limits
 
 import crossentropy as ce
 
@@ -48,6 +50,14 @@ from ._validation import check_real, check_sample_weight, label
 __all__ = ["SoftmaxRegression", "LOSSES"]
 
 _SMALL_PRODUCT = 10_000_000  # n * d * k below which fit runs BLAS on one thread
+_BLOCK_ROWS = 8192  # rows whose logits and gradient a block holds: 0.6 MiB at 10 classes
+
+
+def _blas_threads():
+    """The BLAS thread count in force (threadpoolctl's, which a caller's
+    ``threadpool_limits`` lowers), or the CPU count when no BLAS reports one."""
+    counts = [i["num_threads"] for i in threadpool_info() if i.get("user_api") == "blas"]
+    return max(counts) if counts else (os.cpu_count() or 1)
 
 
 class SoftmaxRegression(ClassifierMixin, BaseEstimator):
@@ -220,28 +230,52 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         k = 1 if binary else classes.size
         p = d + int(bool(self.fit_intercept))
         lam = 0.0 if np.isinf(self.C) else 1.0 / (float(self.C) * S)
-        rows = row_loss(self.loss, binary=binary, y_index=y_index,
-                        label_smoothing=self.label_smoothing, gamma=self.gamma)
+        # The rows in blocks: each block's logits, loss and gradient in the
+        # logits stay in cache across the loss's passes over them (one pass
+        # each for the shift, exp, sums, ...), where whole-table arrays would
+        # go to memory and back on every pass (BENCHMARKS.md, "Fitting a
+        # table"). The blocks are shared out among the BLAS thread count's
+        # workers (NumPy releases the GIL), each running one-thread BLAS.
+        starts = range(0, n, _BLOCK_ROWS)
+        blocks = [(slice(a, a + _BLOCK_ROWS), row_loss(
+            self.loss, binary=binary, y_index=y_index[a:a + _BLOCK_ROWS],
+            label_smoothing=self.label_smoothing, gamma=self.gamma)) for a in starts]
         g_out = s / S
+        workers = max(1, min(_blas_threads(), len(blocks)))
+        shares = [blocks[i::workers] for i in range(workers)]
+
+        def share_sums(share, W, b):
+            """sum_i (s_i / S) l_i, G^T X and sum_i G_i over a share of the blocks."""
+            value, gW, gb = 0.0, np.zeros((k, d)), np.zeros(k)
+            for rows_of, rows in share:
+                Xb = X[rows_of]
+                Z = np.asarray(Xb @ W.T)
+                if b is not None:
+                    Z += b
+                loss, G = rows(Z, g_out[rows_of])  # G = dJ/dZ: the loss's VJP with grad_output = s / S
+                value += float(g_out[rows_of] @ loss)
+                gW += np.asarray(Xb.T @ G).T
+                gb += G.sum(axis=0)
+            return value, gW, gb
 
         def objective(theta):
             Wb = theta.reshape(k, p)
             W = Wb[:, :d]
-            Z = np.asarray(X @ W.T)
-            if self.fit_intercept:
-                Z = Z + Wb[:, d]
-            value, G = rows(Z, g_out)  # G = dJ/dZ: the loss's VJP with grad_output = s / S
+            b = Wb[:, d] if self.fit_intercept else None
+            if workers == 1:
+                parts = [share_sums(shares[0], W, b)]
+            else:
+                parts = list(pool.map(share_sums, shares, [W] * workers, [b] * workers))
             # J = sum_i (s_i / S) l_i + (lam / 2) ||W||^2,  lam = 1 / (C S);
             # dJ/dW = G^T X + lam W,  dJ/db = sum_i G_i (the intercept is not penalised)
-            f = float(g_out @ value) + 0.5 * lam * float(np.vdot(W, W))
+            f = sum(part[0] for part in parts) + 0.5 * lam * float(np.vdot(W, W))
             grad = np.empty_like(Wb)
-            grad[:, :d] = np.asarray(X.T @ G).T + lam * W
+            grad[:, :d] = sum(part[1] for part in parts) + lam * W
             if self.fit_intercept:
-                grad[:, d] = G.sum(axis=0)
+                grad[:, d] = sum(part[2] for part in parts)
             return f, grad.ravel()
 
         theta0 = np.zeros(k * p)
-        curve = [objective(theta0)[0]]
 
         def on_iteration(intermediate_result):
             curve.append(float(intermediate_result.fun))
@@ -249,9 +283,13 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
                 callback(len(curve) - 1, curve[-1])
 
         # Threaded BLAS only pays for large products: on small ones its threads
-        # mostly wait for each other (10x slower on a busy 2-core machine).
+        # mostly wait for each other (10x slower on a busy 2-core machine); with
+        # several workers each runs its blocks on one BLAS thread.
         small = n * d * k < _SMALL_PRODUCT
-        with np.errstate(over="ignore", under="ignore"), threadpool_limits(1 if small else None, "blas"):
+        with np.errstate(over="ignore", under="ignore"), \
+                threadpool_limits(1 if small or workers > 1 else None, "blas"), \
+                ThreadPoolExecutor(workers) as pool:
+            curve = [objective(theta0)[0]]
             res = minimize(
                 objective,
                 theta0,
