@@ -36,6 +36,7 @@ import torch
 from .. import _reduce
 from .._autograd import kept_gradient
 from ..losses import cross_entropy as math
+from . import cross_entropy_cpu
 from .cross_entropy_blocks import (Pass, XP, block_targets, capped_, exp_pass_, finish_rows, gradient_pass_,
                                    index_block_targets, probability_block_targets, row_coefficients,
                                    write_target_column_)
@@ -58,6 +59,8 @@ def rows_per_block(n_classes: int) -> int:
 
 def _forward(x, problem, num_items, want_grad, inplace, want_stats, shards=None):
     """Loss (reduced, x's dtype), the kept unit gradient (or None) and stats."""
+    if cross_entropy_cpu.applies(x, shards):  # one compiled pass (crossentropy._cpu)
+        return cross_entropy_cpu.forward(x, problem, num_items, want_grad, inplace, want_stats)
     N, C = x.shape
     xp = XP
     opt = problem.options

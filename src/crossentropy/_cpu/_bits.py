@@ -1,0 +1,101 @@
+r"""Bit-level pieces of the compiled kernels: reinterpreting a float32 as its
+int32 bits and back (one LLVM ``bitcast``, which vectorises), bfloat16 to and
+from float32, and an exponential that vectorises.
+
+Why an exponential of our own: numba's LLVM has no vector math library, so
+``math.exp`` stays a scalar libm call per element, slower than torch's eager
+kernel. ``exp_nonpositive`` is Cephes' ``expf``: ``e^d = 2^n e^r`` with ``n =
+round(d log2 e)`` and ``r = d - n ln 2`` (``ln 2`` split in two so that
+``n * LN2_HI`` is exact), ``e^r`` a degree-7 polynomial on ``|r| <= ln2/2``,
+and ``2^n`` put in by adding ``n`` to the exponent bits. It is exact to about
+1 ulp for ``-87.3 <= d <= 0`` (``tests/test_cpu_kernels.py`` measures it
+against float64 over that whole range); outside it (a subnormal result, a
+positive or non-finite argument) the result is wrong, and the kernels detect
+those elements and recompute them with ``math.exp``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import njit, types
+from numba.extending import intrinsic, overload
+
+LOG2E = 1.4426950408889634
+LN2_HI = 0.693359375  # few significant bits: n * LN2_HI is exact for |n| < 2^15
+LN2_LO = -2.12194440e-4
+# the smallest d whose e^d is a normal float32 (2^-126 = e^-87.336...)
+NORMAL_LO = -87.33654
+
+
+@intrinsic
+def f32_bits(typingctx, x):
+    """The int32 whose bits are the float32 ``x``."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def bits_f32(typingctx, i):
+    """The float32 whose bits are the int32 ``i``."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+    return types.float32(types.int32), codegen
+
+
+@njit(inline="always")
+def bf16_to_f32(h):
+    """A bfloat16 (its uint16 bits) as float32: the high half of the bits."""
+    return bits_f32(np.int32(h) << np.int32(16))
+
+
+@njit(inline="always")
+def f32_to_bf16(f):
+    """float32 to bfloat16 bits, rounded to nearest even (NaN stays NaN)."""
+    b = f32_bits(f)
+    if f != f:
+        return np.uint16((b >> np.int32(16)) | np.int32(0x40))
+    return np.uint16((b + np.int32(0x7FFF) + ((b >> np.int32(16)) & np.int32(1))) >> np.int32(16))
+
+
+@njit(inline="always")
+def exp_nonpositive(d):
+    """``e^d`` in float32 for ``NORMAL_LO <= d <= 0`` (see the module docstring);
+    any float32 ``d`` gives a finite number (garbage outside that range)."""
+    d = np.float32(min(max(d, np.float32(-100.0)), np.float32(0.0)))  # n a small integer for any input
+    n = np.float32(int(d * np.float32(LOG2E) + np.float32(0.5) + np.float32(200.0)) - 200)  # round, via floor
+    r = d - n * np.float32(LN2_HI) - n * np.float32(LN2_LO)
+    z = r * r
+    p = ((((((np.float32(1.9875691500e-4) * r + np.float32(1.3981999507e-3)) * r + np.float32(8.3334519073e-3)) * r
+            + np.float32(4.1665795894e-2)) * r + np.float32(1.6666665459e-1)) * r + np.float32(5.0000001201e-1)) * z
+         + r + np.float32(1.0))
+    return bits_f32(f32_bits(p) + (np.int32(n) << np.int32(23)))
+
+
+def _exp_any(d):  # a Python body for the overload below
+    raise NotImplementedError
+
+
+@overload(_exp_any)
+def _exp_any_impl(d):
+    if d == types.float32:
+        return lambda d: exp_nonpositive(d)
+    return lambda d: math.exp(d)
+
+
+def _in_range(d):
+    raise NotImplementedError
+
+
+@overload(_in_range)
+def _in_range_impl(d):
+    if d == types.float32:
+        return lambda d: d >= NORMAL_LO and d <= 0
+    return lambda d: True  # float64: math.exp is right everywhere
+
+
+exp_fast = _exp_any  # e^d for d <= 0: the polynomial in float32, libm's exp in float64
+exp_fast_ok = _in_range  # whether exp_fast(d) is right (else recompute with math.exp)

@@ -1,0 +1,89 @@
+"""The fused cross-entropy of CPU tensors through the compiled row kernel
+(:mod:`crossentropy._cpu.cross_entropy`): the same targets, row scale and
+reduction as the blocks of :mod:`crossentropy._torch.cross_entropy`, the row
+statistics and the gradient from one parallel region, the loss rows from
+``losses.cross_entropy.row_loss``. :func:`applies` says when it is used."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .. import _cpu, _reduce
+from .._array import transformed
+from ..losses import cross_entropy as math
+from .cross_entropy_blocks import XP, index_block_targets, probability_block_targets
+
+__all__ = ["applies", "forward"]
+
+_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+_EMPTY = np.zeros(1)
+
+
+def applies(x, shards) -> bool:
+    """A contiguous CPU tensor of float32, float64 or bfloat16, on one device,
+    outside ``torch.compile`` and ``torch.func``, with numba installed."""
+    return (shards is None and x.device.type == "cpu" and x.dtype in _DTYPES and x.is_contiguous()
+            and x.numel() > 0 and not torch.compiler.is_compiling() and not transformed(x) and _cpu.available())
+
+
+def _numpy(t):
+    """A NumPy view of a CPU tensor (bfloat16 as its uint16 bits)."""
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        return t.view(torch.int16).numpy().view(np.uint16)
+    return t.numpy()
+
+
+def _f64(t, n):
+    return np.zeros(n) if t is None else t.detach().to(torch.float64).numpy()
+
+
+def forward(x, problem, num_items, want_grad, inplace, want_stats):
+    """``(value, grad or None, stats or None)`` as ``_torch.cross_entropy._forward`` returns them."""
+    from .._cpu.cross_entropy import rows
+
+    N, C = x.shape
+    opt = problem.options
+    z, cap = opt.z_loss, opt.softcap
+    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if problem.probs is None:
+        tg = index_block_targets(problem.index.reshape(-1), problem.counted.reshape(-1), problem.weight, opt, C, cdt)
+        col, has_col = tg.column, True
+    else:
+        tg = probability_block_targets(problem.probs.reshape(-1, C), problem.weight, opt)
+        col, has_col = tg.probs.argmax(1), False
+        tg = tg._replace(t=tg.t._replace(soft=tg.b.sum(1)))  # B = sum_c b_c
+    t = tg.t
+    den = math.mean_denominator(XP, t.wy, (N,), num_items, cdt, x) if opt.reduction == "mean" else None
+    v = vc0 = None
+    if want_grad:
+        unit = _reduce.unit_scale(XP, opt.reduction, cdt, x, den)
+        v = torch.where(t.counted, unit, torch.zeros((), dtype=cdt))
+        vc0 = math.coefficient(XP, t, v)
+    b = tg.b
+    if b is None:
+        bmode, bvec, bmat = 0, _EMPTY, _EMPTY.reshape(1, 1)
+    elif isinstance(b, float):
+        bmode, bvec, bmat = 1, np.array([b]), _EMPTY.reshape(1, 1)
+    elif b.dim() == 1:
+        bmode, bvec, bmat = 2, _f64(b, C), _EMPTY.reshape(1, 1)
+    else:
+        bmode, bvec, bmat = 3, _EMPTY, _numpy(b.contiguous())
+    grad = (x if inplace else torch.empty_like(x)) if want_grad else None
+    outs = [np.empty(N) for _ in range(4)]
+    hits = np.zeros(N, dtype=np.bool_)
+    xs = _numpy(x)
+    work = np.empty(0, np.float64 if x.dtype == torch.float64 else np.float32)
+    rows(xs, xs if grad is None else _numpy(grad), work, want_grad, col.numpy(), has_col,
+         _f64(t.hard, N), _f64(v, N), _f64(vc0, N), bmode, bvec, bmat, float(z), float(cap or 0.0), want_stats,
+         *outs, hits)
+    m, log_sum, target_shifted, dot = (torch.from_numpy(a).to(cdt) for a in outs)
+    lse = m + log_sum
+    loss = math.row_loss(XP, t, log_sum, target_shifted if has_col else None, dot if b is not None else None, lse, z)
+    value = _reduce.reduce(XP, loss, opt.reduction, den).to(x.dtype)
+    stats = None
+    if want_stats:
+        z_rows = torch.where(t.counted, z * lse * lse, torch.zeros_like(lse))
+        stats = math.CrossEntropyStats(lse, z_rows, math.token_accuracy(XP, torch.from_numpy(hits), t.counted, cdt))
+    return value, grad, stats
