@@ -99,6 +99,19 @@ def test_loss_and_every_gradient_match_the_unpatched_model(kind, dtype):
     assert ours <= 1.25 * theirs, (ours, theirs)
 
 
+def test_under_autocast_as_lm_head_computes_there():
+    # Trainer(bf16=True) runs a float32 model under autocast: lm_head's
+    # product is bfloat16 there, and so is ours (the same 2**-8 as above)
+    model = _model("llama")
+    ids, labels = _batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        ref = model(input_ids=ids, labels=labels).loss
+        out = cet.apply(model)(input_ids=ids, labels=labels).loss
+    out.backward()
+    torch.testing.assert_close(out, ref, rtol=2**-8, atol=0)
+    assert model.lm_head.weight.grad.dtype == torch.float32
+
+
 def test_tied_embeddings_get_the_head_gradient():
     model = cet.apply(_model("gpt2"))
     assert model.lm_head.weight is model.transformer.wte.weight
@@ -192,6 +205,19 @@ def test_num_items_in_batch_shift_labels_and_ignore_index():
         torch.testing.assert_close(out, ref, rtol=1e-5, atol=0)
     # the sum over counted targets divided by num_items_in_batch, not a mean
     torch.testing.assert_close(outs[0] * 4, refs[2], rtol=1e-5, atol=0)
+
+
+def test_chunk_size():
+    model = _model("llama")
+    ids, labels = _batch()
+    with torch.no_grad():
+        ref = model(input_ids=ids, labels=labels).loss
+        for chunk in (1, 7, 10_000):  # rows of hidden states a chunk, fewer and more than the 30 rows
+            torch.testing.assert_close(cet.apply(model, chunk_size=chunk)(input_ids=ids, labels=labels).loss, ref,
+                                       rtol=1e-5, atol=0)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match=f"chunk_size={bad!r} must be None or an integer >= 1"):
+            cet.apply(model, chunk_size=bad)
 
 
 def _trainer_params(model, data, tmp_path):

@@ -39,22 +39,24 @@ library returns the input's dtype; the gradients are accumulated in float32).
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
-import math
 import types
 
 import crossentropy as ce
 
+from ._causal_lm import ABSENT as _ABSENT
+from ._causal_lm import STATE as _FORWARD
+from ._causal_lm import forward as _forward
+from ._causal_lm import original_forward as _original_forward
+from ._causal_lm import restore as _restore
+
 __all__ = ["apply", "unapply", "use_fused_loss"]
 
-_FORWARD = "_crossentropy_forward"  # the state of apply(), on the model
 _LOSS = "_crossentropy_loss"  # the state of use_fused_loss(), on the model
 _ACCEPTS = "_crossentropy_accepts"  # the model's own accepts_loss_kwargs, while either is applied
-_ABSENT = object()
 
 
-def apply(model, *, return_logits=False):
+def apply(model, *, return_logits=False, chunk_size=None):
     """Patch ``model`` (a transformers ``PreTrainedModel`` causal LM) in place
     so that its forward with ``labels`` computes the loss with
     :func:`crossentropy.linear_cross_entropy`; returns ``model``.
@@ -68,7 +70,18 @@ def apply(model, *, return_logits=False):
     tensor, so its gradient reaches the embedding). Without ``labels`` the
     forward is the model's own. With ``labels``, the output's ``logits`` is
     ``None`` unless ``return_logits`` (they are then computed too, which
-    costs their memory again).
+    costs their memory again). ``chunk_size``: rows of hidden states a
+    chunk of ``linear_cross_entropy`` (default below).
+
+    The default chunk is ``max(512, ceil(N / ceil(V / H)))`` rows (``N``
+    positions, ``H`` hidden size): the library's own rule, whose floor of 512
+    rows the library caps at 64 MiB of float32 logits (130 rows at
+    V = 128256); here it is not capped, because the unpatched step holds
+    three or more ``N x V`` float32 buffers, and with the cap every chunk
+    rereads the ``V x H`` weight and its gradient so often that the step
+    took 1.26x the unpatched one's time at V = 128256, H = 512, N = 2044 on
+    this project's CPU, against 0.93x uncapped, for 0.22x and 0.25x its
+    extra peak memory (``benchmarks/bench_transformers.py``, ``BENCHMARKS.md``).
 
     Raises ``TypeError`` for a model that is not a ``PreTrainedModel`` or
     whose ``lm_head`` is not a plain ``torch.nn.Linear``, and ``ValueError``
@@ -77,11 +90,14 @@ def apply(model, *, return_logits=False):
     """
     _check_causal_lm(model, "apply")
     _check_head_pattern(model)
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size={chunk_size!r} must be None or an integer >= 1")
     if _FORWARD in model.__dict__:
         _restore_forward(model)
     model.__dict__[_FORWARD] = {
         "original": model.__dict__.get("forward"),  # an instance forward (accelerate's hooks), or None
         "return_logits": bool(return_logits),
+        "chunk_size": chunk_size,
     }
     # The patched forward shows the original's signature, which generate()
     # and Trainer read (``logits_to_keep``, the model's argument names).
@@ -140,106 +156,6 @@ def causal_lm_loss(logits, labels, vocab_size, num_items_in_batch=None, ignore_i
 
 
 # ---------------------------------------------------------------------------
-# the patched forward
-# ---------------------------------------------------------------------------
-
-
-def _forward(self, *args, **kwargs):
-    """The model's forward; with ``labels``, the loss by
-    ``crossentropy.linear_cross_entropy`` from the hidden states that
-    ``lm_head`` receives, and no logits unless ``return_logits``."""
-    import torch
-    from transformers.utils import ModelOutput
-
-    original = _original_forward(self)
-    sig = inspect.signature(original)
-    bound = sig.bind(*args, **kwargs)
-    call = {}
-    for name, value in bound.arguments.items():
-        if sig.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
-            call.update(value)
-        else:
-            call[name] = value
-    labels = call.pop("labels", None)
-    if labels is None:
-        return original(*args, **kwargs)
-    state = self.__dict__[_FORWARD]
-    want_dict = call.pop("return_dict", None)
-    if want_dict is None:
-        want_dict = getattr(self.config, "return_dict", True)
-    if not want_dict:
-        call["return_dict"] = True  # made a tuple below, once the fields are set
-
-    # The original forward, with lm_head answering a meta tensor of the
-    # logits' shape: it costs nothing, and what the forward does to it shows
-    # whether the logits reach the loss as lm_head makes them.
-    head = self.lm_head
-    seen = []
-
-    def capture(h):
-        seen.append(h)
-        seen.append(torch.empty((*h.shape[:-1], head.out_features), dtype=h.dtype, device="meta"))
-        return seen[-1]
-
-    own_forward = head.__dict__.get("forward", _ABSENT)
-    head.forward = capture
-    try:
-        out = original(**call)
-    finally:
-        _restore(head, "forward", own_forward)
-    name = type(self).__name__
-    if len(seen) != 2 or not isinstance(out, ModelOutput) or "logits" not in _field_names(out):
-        raise ValueError(f"{name} does not follow the lm_head(hidden_states) + loss_function pattern "
-                         f"(lm_head called {len(seen) // 2} times, output {type(out).__name__}); "
-                         "crossentropy.integrations.transformers.unapply(model) restores it")
-    h, placeholder = seen
-    cap = getattr(self.config, "final_logit_softcapping", None)
-    if out.logits is placeholder:
-        cap = None
-    elif cap is None or not (out.logits.is_meta and out.logits.shape == placeholder.shape):
-        raise ValueError(f"{name} changes the logits between lm_head and its loss in a way that "
-                         "crossentropy.integrations.transformers does not know (it knows the config's "
-                         "final_logit_softcapping); unapply(model) restores it")
-
-    loss = _loss(h, head, labels, call, cap)
-    logits = None
-    if state["return_logits"]:
-        logits = head(h)
-        if cap is not None:  # Gemma 2/3: cap * tanh(logits / cap)
-            logits = torch.tanh(logits / cap) * cap
-    fields = {f: getattr(out, f) for f in _field_names(out)}
-    result = type(out)(**{**fields, "loss": loss, "logits": logits})
-    return result if want_dict else result.to_tuple()
-
-
-def _loss(h, head, labels, call, cap):
-    """transformers' causal-LM loss of ``lm_head(h)`` (soft-capped by ``cap``)
-    by ``linear_cross_entropy``, in float32."""
-    import torch
-
-    W, b = head.weight, head.bias
-    kind = h.device.type
-    if torch.is_autocast_enabled(kind):  # what nn.Linear would compute under autocast
-        dt = torch.get_autocast_dtype(kind)
-        h, W, b = h.to(dt), W.to(dt), None if b is None else b.to(dt)
-    target, shift = labels, True
-    if call.get("shift_labels") is not None:  # already shifted, as ForCausalLMLoss accepts them
-        target, shift = call["shift_labels"], False
-    target = target.to(h.device)
-    rows = tuple(h.shape[:-1])
-    if tuple(target.shape) != rows:
-        # transformers flattens the shifted labels and the logits; so do we,
-        # keeping the labels' last axis as the one to shift along
-        if target.numel() != math.prod(rows):
-            raise ValueError(f"labels of shape {tuple(target.shape)} do not match the {rows} positions that "
-                             f"lm_head sees (logits_to_keep={call.get('logits_to_keep', 0)!r})")
-        h = h.reshape(*target.shape, h.shape[-1])
-    loss = ce.linear_cross_entropy(h, W, target, linear_bias=b, ignore_index=call.get("ignore_index", -100),
-                                   softcap=cap, shift=shift, num_items_in_batch=call.get("num_items_in_batch"))
-    return loss.float()
-
-
-# ---------------------------------------------------------------------------
 # detection and state
 # ---------------------------------------------------------------------------
 
@@ -283,14 +199,6 @@ def _check_head_pattern(model):
                          "causal LMs whose forward takes labels and logits_to_keep")
 
 
-def _original_forward(model):
-    """The forward ``apply`` wraps: the instance's own (accelerate's hooks set
-    one) or the class's, bound to ``model``."""
-    state = model.__dict__.get(_FORWARD)
-    own = model.__dict__.get("forward") if state is None else state["original"]
-    return own if own is not None else types.MethodType(type(model).forward, model)
-
-
 def _restore_forward(model):
     state = model.__dict__.pop(_FORWARD)
     _restore(model, "forward", _ABSENT if state["original"] is None else state["original"])
@@ -302,15 +210,3 @@ def _claim_loss_kwargs(model):
     if _ACCEPTS not in model.__dict__:
         model.__dict__[_ACCEPTS] = model.__dict__.get("accepts_loss_kwargs", _ABSENT)
     model.accepts_loss_kwargs = True
-
-
-def _restore(obj, attr, value):
-    """Put back an instance attribute as it was (``_ABSENT``: not set on the instance)."""
-    if value is _ABSENT:
-        obj.__dict__.pop(attr, None)
-    else:
-        setattr(obj, attr, value)
-
-
-def _field_names(output):
-    return [f.name for f in dataclasses.fields(output)]
