@@ -22,6 +22,7 @@ float64 model's than transformers' own bfloat16 gradients are (times 1.25).
 """
 
 import copy
+import inspect
 import subprocess
 import sys
 
@@ -275,7 +276,7 @@ def test_unapply_restores_the_model_and_copies_keep_their_own_patch():
     cls_forward = type(model).forward
     had = "accepts_loss_kwargs" in model.__dict__
     cet.apply(model)
-    assert "logits_to_keep" in __import__("inspect").signature(model.forward).parameters
+    assert "logits_to_keep" in inspect.signature(model.forward).parameters  # as generate() reads it
     twin = copy.deepcopy(model)
     assert twin.forward.__self__ is twin
     ids, labels = _batch()
