@@ -34,7 +34,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from ._bits import bf16_to_f32, exp_fast, exp_fast_ok, f32_to_bf16
+from ._bits import bf16_to_f32, exp_fast, exp_fast_ok, f32_to_bf16, row_max
 
 _FAST = {"reassoc", "contract"}  # reorder the sums (to vectorise them); no assumption about inf or NaN
 
@@ -81,99 +81,164 @@ def _like_impl(proto, val):
 
 
 @njit(inline="always")
-def _capped(xr, c, cap, proto):
-    t = _load(xr, c)
-    return t if cap <= 0 else _like(proto, cap * math.tanh(t / cap))
+def _fill(xr, scratch, cap):
+    for c in range(xr.shape[0]):
+        t = _load(xr, c)
+        scratch[c] = t if cap <= 0 else _like(scratch, cap * math.tanh(t / cap))
+    return scratch
+
+
+def _source(xr, scratch, cap):
+    raise NotImplementedError
+
+
+@overload(_source)
+def _source_impl(xr, scratch, cap):
+    """The row's (capped) logits ``s`` in the compute dtype: ``xr`` itself, or
+    written into ``scratch`` (bfloat16 converted, or the soft cap applied)."""
+    if xr.dtype != scratch.dtype:
+        return lambda xr, scratch, cap: _fill(xr, scratch, cap)
+    return lambda xr, scratch, cap: xr if cap <= 0 else _fill(xr, scratch, cap)
+
+
+def _exp_buffer(g, i, scratch, use_g):
+    raise NotImplementedError
+
+
+@overload(_exp_buffer)
+def _exp_buffer_impl(g, i, scratch, use_g):
+    """Where ``e^{s - m}`` is kept: the gradient's row when it has the compute
+    dtype and may be used, else ``scratch``."""
+    if g.dtype != scratch.dtype:
+        return lambda g, i, scratch, use_g: scratch
+    return lambda g, i, scratch, use_g: g[i] if use_g else scratch
+
+
+@njit(inline="always")
+def _soft_dot(src, m, bmode, bvec, bmat, i):
+    """``sum_c b_c (s_c - m)``, with ``0 (s - m) = 0`` (``soft_dot``)."""
+    dot = 0.0
+    if bmode == 1:
+        for c in range(src.shape[0]):
+            dot += src[c] - m
+        dot *= bvec[0]
+    elif bmode == 2:
+        for c in range(src.shape[0]):
+            if bvec[c] != 0:
+                dot += bvec[c] * (src[c] - m)
+    elif bmode == 3:
+        for c in range(src.shape[0]):
+            if bmat[i, c] != 0:
+                dot += bmat[i, c] * (src[c] - m)
+    return dot
+
+
+@njit(inline="always")
+def _exp_sum(src, dst, m):
+    """``dst = e^{src - m}`` and its sum (float64). Elements the fast
+    exponential gets wrong keep ``d = src - m`` in ``dst`` (outside [0, 1]:
+    below -87.3, above 1, NaN) and are recomputed with ``math.exp`` in a
+    second loop, which runs only when there are any."""
+    total = 0.0
+    odd = 0
+    for c in range(src.shape[0]):
+        d = src[c] - m
+        ok = exp_fast_ok(d)
+        e = exp_fast(d)
+        odd += not ok
+        e = e if ok else d
+        dst[c] = e
+        total += e
+    if odd:
+        total = 0.0
+        for c in range(dst.shape[0]):
+            e = dst[c]
+            if not (e >= 0 and e <= 1):
+                e = _like(dst, math.exp(np.float64(e)))
+                dst[c] = e
+            total += e
+    return total
+
+
+@njit(inline="always")
+def _gradient(e, gr, xr, f, vi, bmode, bvec, bmat, i, cap):
+    """``gr = f e - v b`` (``f = v c / Σ``), times the cap's slope at ``xr``."""
+    C = e.shape[0]
+    if bmode == 0:
+        for c in range(C):
+            _store(gr, c, f * e[c])
+    elif bmode == 1:
+        vb = vi * bvec[0]
+        for c in range(C):
+            _store(gr, c, f * e[c] - vb)
+    elif bmode == 2:
+        for c in range(C):
+            _store(gr, c, f * e[c] - vi * bvec[c])
+    else:
+        for c in range(C):
+            _store(gr, c, f * e[c] - vi * bmat[i, c])
+    if cap > 0:
+        for c in range(C):
+            th = math.tanh(_load(xr, c) / cap)  # xr is still the logits: gr is written after it is read
+            _store(gr, c, _load(gr, c) * (1.0 - th * th))
 
 
 @njit(parallel=True, fastmath=_FAST, cache=True)
-def rows(x, g, work, want_grad, col, has_col, hard, v, vc0, bmode, bvec, bmat, z, cap, want_hits,
+def rows(x, g, work, want_grad, inplace, col, has_col, hard, v, vc0, bmode, bvec, bmat, z, cap, want_hits,
          m_out, logsum_out, tshift_out, dot_out, hits_out):
     """Logits ``x`` (N, C), float32, float64 or bfloat16 bits (uint16):
     per-row statistics into the ``*_out`` arrays and, with ``want_grad``, the
-    gradient into ``g``. ``work``: an empty array of the compute dtype."""
+    gradient into ``g`` (which is ``x`` with ``inplace``). ``work``: an empty
+    array of the compute dtype. Rows go in blocks, one scratch row a block where one is
+    needed (bfloat16 logits, a soft cap, no gradient buffer to work in)."""
     N, C = x.shape
     capped = cap > 0
-    for i in prange(N):
-        xr = x[i]
-        s = np.empty(C, work.dtype)  # the (capped) logits, then e^{s - m}: one row, in cache
-        mx = -np.inf
-        for c in range(C):
-            t = _capped(xr, c, cap, s)
-            s[c] = t
-            mx = max(mx, t)
-        if want_hits:
-            best = 0
-            for c in range(C):
-                if s[c] > s[best]:
-                    best = c
-            hits_out[i] = best == col[i]
-        m = _like(s, mx) if np.isfinite(mx) else _like(s, 0.0)
-        ts = s[col[i]] - m if has_col else _like(s, 0.0)  # before g (maybe x) is written
-        dot = 0.0
-        if bmode == 1:
-            for c in range(C):
-                dot += s[c] - m
-            dot *= bvec[0]
-        elif bmode == 2:
-            for c in range(C):
-                if bvec[c] != 0:
-                    dot += bvec[c] * (s[c] - m)
-        elif bmode == 3:
-            for c in range(C):
-                if bmat[i, c] != 0:
-                    dot += bmat[i, c] * (s[c] - m)
-        total = 0.0
-        odd = 0
-        for c in range(C):
-            d = s[c] - m
-            odd += not exp_fast_ok(d)  # a subnormal result, a positive or NaN argument: recomputed below
-            e = exp_fast(d)
-            s[c] = e
-            total += e
-        if odd:
-            total = 0.0
-            for c in range(C):
-                e = _like(s, math.exp(np.float64(_capped(xr, c, cap, s) - m)))
-                s[c] = e
-                total += e
-        log_sum = math.log(total)
-        m_out[i] = m
-        logsum_out[i] = log_sum
-        tshift_out[i] = ts
-        dot_out[i] = dot
-        if not want_grad:
-            continue
-        vi = v[i]
-        vc = vc0[i]
-        if z != 0 and vi != 0:
-            vc += vi * 2.0 * z * (m + log_sum)
-        f = 0.0 if vc == 0 else vc / total  # probability_factor
-        gr = g[i]
-        for c in range(C):
-            val = f * s[c]
-            if bmode == 1:
-                val -= vi * bvec[0]
-            elif bmode == 2:
-                val -= vi * bvec[c]
-            elif bmode == 3:
-                val -= vi * bmat[i, c]
-            if capped:
-                th = math.tanh(_load(xr, c) / cap)
-                val *= 1.0 - th * th
-            _store(gr, c, val)
-        if has_col:
-            y = col[i]
-            p_y = 0.0 if vc == 0 else math.exp(np.float64(ts) - log_sum)
-            b_y = 0.0
-            if bmode == 1:
-                b_y = bvec[0]
-            elif bmode == 2:
-                b_y = bvec[y]
-            elif bmode == 3:
-                b_y = bmat[i, y]
-            val = vc * p_y - vi * hard[i] - vi * b_y
-            if capped:
-                raw = np.float64(ts) + m  # the capped target logit
-                val *= 1.0 - (raw / cap) * (raw / cap)
-            _store(gr, y, val)
+    direct = x.dtype == work.dtype and not capped  # the logits themselves are s
+    in_g = want_grad and g.dtype == work.dtype and not (capped and inplace)  # e^{s - m} kept in g's rows
+    blocks = max(1, min(N, 64))
+    for blk in prange(blocks):
+        scratch = np.empty(0 if direct and in_g else C, work.dtype)
+        for i in range(blk * N // blocks, (blk + 1) * N // blocks):
+            xr = x[i]
+            src = _source(xr, scratch, cap)
+            mx = row_max(src)
+            if want_hits:
+                best = 0
+                for c in range(C):
+                    if src[c] > src[best]:
+                        best = c
+                hits_out[i] = best == col[i]
+            m = mx if np.isfinite(mx) else _like(src, 0.0)
+            ts = src[col[i]] - m if has_col else _like(src, 0.0)  # read before g (maybe x) is written
+            dot = _soft_dot(src, m, bmode, bvec, bmat, i)
+            e = _exp_buffer(g, i, scratch, in_g)
+            total = _exp_sum(src, e, m)
+            log_sum = math.log(total)
+            m_out[i] = m
+            logsum_out[i] = log_sum
+            tshift_out[i] = ts
+            dot_out[i] = dot
+            if not want_grad:
+                continue
+            vi = v[i]
+            vc = vc0[i]
+            if z != 0 and vi != 0:
+                vc += vi * 2.0 * z * (m + log_sum)
+            f = 0.0 if vc == 0 else vc / total  # probability_factor
+            gr = g[i]
+            _gradient(e, gr, xr, f, vi, bmode, bvec, bmat, i, cap)
+            if has_col:
+                y = col[i]
+                p_y = 0.0 if vc == 0 else math.exp(np.float64(ts) - log_sum)
+                b_y = 0.0
+                if bmode == 1:
+                    b_y = bvec[0]
+                elif bmode == 2:
+                    b_y = bvec[y]
+                elif bmode == 3:
+                    b_y = bmat[i, y]
+                val = vc * p_y - vi * hard[i] - vi * b_y  # target_gradient
+                if capped:
+                    s_y = np.float64(ts) + m  # the capped target logit: its slope is 1 - (s_y / κ)^2
+                    val *= 1.0 - (s_y / cap) * (s_y / cap)
+                _store(gr, y, val)

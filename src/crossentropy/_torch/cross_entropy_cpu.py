@@ -41,6 +41,8 @@ def _f64(t, n):
 
 def forward(x, problem, num_items, want_grad, inplace, want_stats):
     """``(value, grad or None, stats or None)`` as ``_torch.cross_entropy._forward`` returns them."""
+    import numba
+
     from .._cpu.cross_entropy import rows
 
     N, C = x.shape
@@ -61,23 +63,28 @@ def forward(x, problem, num_items, want_grad, inplace, want_stats):
         unit = _reduce.unit_scale(XP, opt.reduction, cdt, x, den)
         v = torch.where(t.counted, unit, torch.zeros((), dtype=cdt))
         vc0 = math.coefficient(XP, t, v)
+    # One argument type per dtype of the logits, so that numba compiles the
+    # kernel once per dtype: float64 vectors, (N, C) soft weights in the
+    # compute dtype (a (1, 1) placeholder when there are none).
     b = tg.b
-    if b is None:
-        bmode, bvec, bmat = 0, _EMPTY, _EMPTY.reshape(1, 1)
-    elif isinstance(b, float):
-        bmode, bvec, bmat = 1, np.array([b]), _EMPTY.reshape(1, 1)
-    elif b.dim() == 1:
-        bmode, bvec, bmat = 2, _f64(b, C), _EMPTY.reshape(1, 1)
-    else:
-        bmode, bvec, bmat = 3, _EMPTY, _numpy(b.contiguous())
+    bmode, bvec, bmat = 0, _EMPTY, np.zeros((1, 1), np.float64 if cdt == torch.float64 else np.float32)
+    if isinstance(b, float):
+        bmode, bvec = 1, np.array([b])
+    elif b is not None and b.dim() == 1:
+        bmode, bvec = 2, _f64(b, C)
+    elif b is not None:
+        bmode, bmat = 3, _numpy(b.to(cdt).contiguous())
     grad = (x if inplace else torch.empty_like(x)) if want_grad else None
     outs = [np.empty(N) for _ in range(4)]
     hits = np.zeros(N, dtype=np.bool_)
     xs = _numpy(x)
     work = np.empty(0, np.float64 if x.dtype == torch.float64 else np.float32)
-    rows(xs, xs if grad is None else _numpy(grad), work, want_grad, col.numpy(), has_col,
+    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    rows(xs, xs if grad is None else _numpy(grad), work, want_grad, bool(inplace and want_grad), col.long().numpy(), has_col,
          _f64(t.hard, N), _f64(v, N), _f64(vc0, N), bmode, bvec, bmat, float(z), float(cap or 0.0), want_stats,
          *outs, hits)
+    if inplace and want_grad:  # written through NumPy: tell autograd, as an in-place torch op would
+        torch.autograd.graph.increment_version(x)
     m, log_sum, target_shifted, dot = (torch.from_numpy(a).to(cdt) for a in outs)
     lse = m + log_sum
     loss = math.row_loss(XP, t, log_sum, target_shifted if has_col else None, dot if b is not None else None, lse, z)

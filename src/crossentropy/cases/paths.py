@@ -7,7 +7,11 @@ Paths (:data:`PATHS`):
   (``f.reference``, the analytic backward), and ``f.value_and_grad`` on torch
   tensors;
 * ``torch-kernel``: the public function on torch tensors, which takes the
-  fused kernel where the loss has one (:data:`KERNELS`);
+  fused kernel where the loss has one (:data:`KERNELS`): on CPU, the compiled
+  one where numba is installed (``crossentropy._cpu``);
+* ``torch-chunks``: the same with the compiled CPU kernels turned off
+  (``CROSSENTROPY_CPU_KERNELS=0``): the chunks of torch operations that CUDA
+  tensors, float16 and every other fallback run;
 * ``linear``: cross-entropy cases through ``linear_cross_entropy`` with the
   identity as input: ``x = I``, ``W = logits.T`` gives the same logits, exactly
   (the matrix products multiply by 1 and add zeros), and ``grad_W.T`` is the
@@ -43,7 +47,9 @@ come back infinite; non-finite entries must match exactly.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import warnings
 from typing import NamedTuple
 
@@ -56,7 +62,7 @@ from . import CASES
 
 __all__ = ["PATHS", "DTYPES", "KERNELS", "accepts", "check", "compare", "expected", "tolerance", "ulp"]
 
-PATHS = ("numpy", "torch-core", "torch-kernel", "linear", "vocab-parallel")
+PATHS = ("numpy", "torch-core", "torch-kernel", "torch-chunks", "linear", "vocab-parallel")
 DTYPES = ("float64", "float32", "bfloat16", "float16")
 KERNELS = frozenset({"cross_entropy", "focal_loss", "binary_cross_entropy_with_logits", "sigmoid_focal_loss"})
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -94,7 +100,7 @@ def accepts(case, path, dtype) -> bool:
         return dtype != "bfloat16"  # NumPy has no bfloat16
     if path == "torch-core":
         return True
-    if path == "torch-kernel":
+    if path in ("torch-kernel", "torch-chunks"):
         return case.fn in KERNELS
     if path == "linear":
         return case.fn == "cross_entropy" and _finite_inputs(case)  # I @ inf would be NaN
@@ -167,6 +173,21 @@ def as_float64(a):
     return np.asarray(a, dtype=np.float64)
 
 
+@contextlib.contextmanager
+def _compiled_kernels(on):
+    """The compiled CPU kernels on (as they are) or off, for the duration."""
+    before = os.environ.get("CROSSENTROPY_CPU_KERNELS")
+    if not on:
+        os.environ["CROSSENTROPY_CPU_KERNELS"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("CROSSENTROPY_CPU_KERNELS", None)
+        else:
+            os.environ["CROSSENTROPY_CPU_KERNELS"] = before
+
+
 def _dtype_ok(value, grad, dtype):
     want = np.dtype(dtype) if not isinstance(value, torch.Tensor) else TORCH_DTYPES[dtype]
     return value.dtype == want and (grad is None or grad.dtype == want)
@@ -188,7 +209,8 @@ def run(case, path, dtype):
         if path == "linear":
             return _run_linear(args, kwargs, exp, dtype)
         x = args[0].requires_grad_(True)
-        value = (f.reference if path == "torch-core" else f)(x, *args[1:], **kwargs)
+        with _compiled_kernels(path != "torch-chunks"):
+            value = (f.reference if path == "torch-core" else f)(x, *args[1:], **kwargs)
         g = torch.as_tensor(exp.grad_output).to(value.dtype)
         (grad,) = torch.autograd.grad(value, x, g) if value.requires_grad else (torch.zeros_like(x),)
         ok = _dtype_ok(value, grad, dtype)

@@ -1,0 +1,109 @@
+"""The compiled CPU kernels (``crossentropy._cpu``): their exponential over
+its whole range, the integer-key maximum, bfloat16 rounding, and when they
+are used. Their results on every registry case are ``test_registry.py``'s
+``torch-kernel`` path (``torch-chunks`` is the fallback they replace)."""
+
+import numpy as np
+import pytest
+import torch
+
+import crossentropy as ce
+
+numba = pytest.importorskip("numba")
+
+from crossentropy import _cpu  # noqa: E402
+from crossentropy._cpu import _bits  # noqa: E402
+from crossentropy._torch import cross_entropy_cpu  # noqa: E402
+
+
+@numba.njit
+def _exp_all(d, out):
+    for i in range(d.size):
+        out[i] = _bits.exp_fast(d[i])
+
+
+@numba.njit
+def _max_rows(x, out):
+    for i in range(x.shape[0]):
+        out[i] = _bits.row_max(x[i])
+
+
+@numba.njit
+def _to_bf16(f, out):
+    for i in range(f.size):
+        out[i] = _bits.f32_to_bf16(f[i])
+
+
+def test_the_exponential_is_within_one_ulp_over_its_whole_range():
+    """Every 7th float32 from -0 down to the smallest normal result,
+    against float64 ``exp``: at most 1 ulp (measured 0.95)."""
+    lo = np.array([_bits.NORMAL_LO], np.float32).view(np.uint32)[0]
+    d = np.arange(0x80000000, int(lo) + 1, 7, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    out = np.empty_like(d)
+    _exp_all(d, out)
+    ref = np.exp(d.astype(np.float64))
+    ulps = np.abs(out - ref) / np.spacing(ref.astype(np.float32)).astype(np.float64)
+    assert d.min() >= _bits.NORMAL_LO and ulps.max() <= 1.0, ulps.max()
+
+
+def test_outside_its_range_the_kernel_recomputes():
+    """Below -87.3 (subnormal results), at -inf, +inf and NaN the row kernel
+    agrees with torch's exp-based result exactly where that is finite."""
+    x = torch.tensor([[0.0, -87.0, -90.0, -100.0, -103.0, -104.5, -float("inf")],
+                      [1.0, 2.0, 3.0, -120.0, -88.0, -87.4, -87.3]])
+    y = torch.tensor([0, 3])
+    for reduction in ("none", "sum"):
+        a = x.clone().requires_grad_(True)
+        loss = ce.cross_entropy(a, y, reduction=reduction)
+        loss.backward(torch.ones_like(loss))
+        b = x.double().requires_grad_(True)
+        want = torch.nn.functional.cross_entropy(b, y, reduction=reduction)
+        want.backward(torch.ones_like(want))
+        torch.testing.assert_close(loss.double(), want, rtol=2e-7, atol=0)
+        # the subnormal probabilities themselves, to float32's subnormal spacing
+        torch.testing.assert_close(a.grad.double(), b.grad, rtol=4e-7, atol=2.0**-149)
+
+
+def test_the_maximum_sees_nan_and_infinities():
+    x = np.random.default_rng(0).normal(size=(6, 37)).astype(np.float32)
+    x[1, 5], x[2] = np.nan, -np.inf
+    x[3, 7], x[4, 0] = np.inf, -0.0
+    for dt in (np.float32, np.float64):
+        out = np.empty(6, dt)
+        _max_rows(x.astype(dt), out)
+        want = x.astype(dt).max(1)
+        np.testing.assert_array_equal(out, want)
+
+
+def test_bfloat16_rounds_to_nearest_even_as_torch_does():
+    f = np.random.default_rng(1).normal(size=100_000).astype(np.float32) * 1e3
+    f[:4] = [np.inf, -np.inf, 0.0, -0.0]
+    out = np.empty(f.size, np.uint16)
+    _to_bf16(f, out)
+    want = torch.from_numpy(f).bfloat16().view(torch.int16).numpy().view(np.uint16)
+    np.testing.assert_array_equal(out, want)
+
+
+def test_which_tensors_take_the_compiled_kernel():
+    x = torch.randn(8, 5)
+    assert cross_entropy_cpu.applies(x, None)
+    assert cross_entropy_cpu.applies(x.bfloat16(), None)
+    assert not cross_entropy_cpu.applies(x.half(), None)  # float16: the torch chunks
+    assert not cross_entropy_cpu.applies(x.T, None)  # not contiguous
+    assert not cross_entropy_cpu.applies(x, object())  # vocabulary shards
+
+
+def test_the_switch_turns_them_off(monkeypatch):
+    assert _cpu.available()
+    monkeypatch.setenv("CROSSENTROPY_CPU_KERNELS", "0")
+    assert not _cpu.available()
+    assert not cross_entropy_cpu.applies(torch.randn(4, 3), None)
+
+
+def test_inplace_backward_through_the_kernel_bumps_the_version():
+    """Written through NumPy, the gradient in the logits' buffer still counts
+    as an in-place change for autograd (an op that saved the logits is told)."""
+    y = torch.tanh(torch.randn(4, 6).requires_grad_(True))
+    loss = ce.cross_entropy(y, torch.tensor([0, 1, 2, 3]), inplace_backward=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        loss.backward()
