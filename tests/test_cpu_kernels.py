@@ -107,3 +107,22 @@ def test_inplace_backward_through_the_kernel_bumps_the_version():
     loss = ce.cross_entropy(y, torch.tensor([0, 1, 2, 3]), inplace_backward=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         loss.backward()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("options", [dict(), dict(softcap=3.0), dict(label_smoothing=0.1, z_loss=1e-3),
+                                     dict(softcap=2.0, label_smoothing=0.2, weight="w")])
+def test_inplace_backward_gives_the_gradient_of_the_default(dtype, options):
+    """The kernel writing the gradient over the logits (read before written,
+    the soft cap's slope included) gives what it gives into a fresh buffer."""
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(13, 37, generator=g) * 3).to(dtype)
+    y = torch.randint(0, 37, (13,), generator=g)
+    y[2] = -100
+    kw = {k: (torch.rand(37, generator=g) + 0.5 if v == "w" else v) for k, v in options.items()}
+    a = x.clone().requires_grad_(True)
+    ce.cross_entropy(a, y, **kw).backward()
+    leaf = x.clone().requires_grad_(True)
+    b = leaf * 1
+    ce.cross_entropy(b, y, inplace_backward=True, **kw).backward()
+    assert torch.equal(leaf.grad, a.grad)

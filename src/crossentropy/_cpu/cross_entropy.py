@@ -161,10 +161,27 @@ def _exp_sum(src, dst, m):
 
 
 @njit(inline="always")
+def _b(bmode, bvec, bmat, i, c):
+    """The soft weight ``b_c`` of row ``i`` (0 without one)."""
+    if bmode == 1:
+        return bvec[0]
+    if bmode == 2:
+        return bvec[c]
+    if bmode == 3:
+        return bmat[i, c]
+    return 0.0
+
+
+@njit(inline="always")
 def _gradient(e, gr, xr, f, vi, bmode, bvec, bmat, i, cap):
-    """``gr = f e - v b`` (``f = v c / Σ``), times the cap's slope at ``xr``."""
+    """``gr = f e - v b`` (``f = v c / Σ``), times the cap's slope at ``xr``;
+    ``gr`` may be ``xr`` (each logit is read before its gradient is written)."""
     C = e.shape[0]
-    if bmode == 0:
+    if cap > 0:
+        for c in range(C):
+            th = math.tanh(_load(xr, c) / cap)
+            _store(gr, c, (f * e[c] - vi * _b(bmode, bvec, bmat, i, c)) * (1.0 - th * th))
+    elif bmode == 0:
         for c in range(C):
             _store(gr, c, f * e[c])
     elif bmode == 1:
@@ -177,10 +194,6 @@ def _gradient(e, gr, xr, f, vi, bmode, bvec, bmat, i, cap):
     else:
         for c in range(C):
             _store(gr, c, f * e[c] - vi * bmat[i, c])
-    if cap > 0:
-        for c in range(C):
-            th = math.tanh(_load(xr, c) / cap)  # xr is still the logits: gr is written after it is read
-            _store(gr, c, _load(gr, c) * (1.0 - th * th))
 
 
 @njit(parallel=True, fastmath=_FAST, cache=True)
@@ -230,14 +243,7 @@ def rows(x, g, work, want_grad, inplace, col, has_col, hard, v, vc0, bmode, bvec
             if has_col:
                 y = col[i]
                 p_y = 0.0 if vc == 0 else math.exp(np.float64(ts) - log_sum)
-                b_y = 0.0
-                if bmode == 1:
-                    b_y = bvec[0]
-                elif bmode == 2:
-                    b_y = bvec[y]
-                elif bmode == 3:
-                    b_y = bmat[i, y]
-                val = vc * p_y - vi * hard[i] - vi * b_y  # target_gradient
+                val = vc * p_y - vi * hard[i] - vi * _b(bmode, bvec, bmat, i, y)  # target_gradient
                 if capped:
                     s_y = np.float64(ts) + m  # the capped target logit: its slope is 1 - (s_y / κ)^2
                     val *= 1.0 - (s_y / cap) * (s_y / cap)

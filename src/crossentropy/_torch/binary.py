@@ -27,6 +27,7 @@ from .._array import namespace
 from .._autograd import kept_gradient
 from .._stable import normal_range
 from ..losses.binary import target_values
+from . import binary_cpu
 
 __all__ = ["elementwise_loss"]
 
@@ -99,15 +100,21 @@ def _loop(x, terms, tensors, reduction, want_grad, target_name):
     return value, None if grad is None else grad.reshape(x.shape)
 
 
-def elementwise_loss(x, terms, tensors, reduction, name, target_name="target", reference=None):
+def elementwise_loss(x, terms, tensors, reduction, name, target_name="target", reference=None, compiled=None):
     """The loss of ``terms`` (the core's elementwise formula; its extra array
     arguments ``tensors``, the target first, already validated but for the
     target's values, and broadcastable to ``x``), differentiable with respect
     to ``x`` through the gradient kept from the forward pass (and, with
-    ``create_graph=True``, through ``reference``: see ``kept_gradient``)."""
+    ``create_graph=True``, through ``reference``: see ``kept_gradient``).
+    ``compiled(x, *tensors, reduction, want_grad, target_name)``: the same
+    formula compiled, taken where ``binary_cpu.applies``."""
+    fast = compiled is not None and binary_cpu.applies(x, tensors)
 
     def compute(want_grad):
-        value, grad = _loop(x, terms, tensors, reduction, want_grad, target_name)
+        if fast:
+            value, grad = compiled(x, *tensors, reduction, want_grad, target_name)
+        else:
+            value, grad = _loop(x, terms, tensors, reduction, want_grad, target_name)
         return value, grad, ()
 
     return kept_gradient(compute, x, name=name, reference=reference)[0]

@@ -14,7 +14,7 @@ from .._array import transformed
 from ..losses import cross_entropy as math
 from .cross_entropy_blocks import XP, index_block_targets, probability_block_targets
 
-__all__ = ["applies", "forward"]
+__all__ = ["applies", "block", "forward"]
 
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16)
 _EMPTY = np.zeros(1)
@@ -41,28 +41,52 @@ def _f64(t, n):
 
 def forward(x, problem, num_items, want_grad, inplace, want_stats):
     """``(value, grad or None, stats or None)`` as ``_torch.cross_entropy._forward`` returns them."""
+    N, C = x.shape
+    opt = problem.options
+    cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
+    if problem.probs is None:
+        tg = index_block_targets(problem.index.reshape(-1), problem.counted.reshape(-1), problem.weight, opt, C, cdt)
+    else:
+        tg = probability_block_targets(problem.probs.reshape(-1, C), problem.weight, opt)
+    t = tg.t
+    den = math.mean_denominator(XP, t.wy, (N,), num_items, cdt, x) if opt.reduction == "mean" else None
+    v = None
+    if want_grad:
+        unit = _reduce.unit_scale(XP, opt.reduction, cdt, x, den)
+        v = torch.where(t.counted, unit, torch.zeros((), dtype=cdt))
+    grad = (x if inplace else torch.empty_like(x)) if want_grad else None
+    loss, lse, hits, t = block(x, grad, tg, opt, v, want_stats)
+    value = _reduce.reduce(XP, loss, opt.reduction, den).to(x.dtype)
+    stats = None
+    if want_stats:
+        z = opt.z_loss
+        z_rows = torch.where(t.counted, z * lse * lse, torch.zeros_like(lse))
+        stats = math.CrossEntropyStats(lse, z_rows, math.token_accuracy(XP, hits, t.counted, cdt))
+    return value, grad, stats
+
+
+def block(x, grad, tg, opt, v, want_stats=False):
+    """One call of the row kernel on the rows ``x`` (N, C) with targets ``tg``
+    (``cross_entropy_blocks.Targets``) and row scale ``v`` (None: no
+    gradient), the gradient written into ``grad`` (which may be ``x``).
+    Returns the loss rows, the LSE, the hits (argmax == target, with
+    ``want_stats``) and the complete ``RowTargets``. Linear cross-entropy
+    calls it on each chunk's logits."""
     import numba
 
     from .._cpu.cross_entropy import rows
 
     N, C = x.shape
-    opt = problem.options
     z, cap = opt.z_loss, opt.softcap
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    if problem.probs is None:
-        tg = index_block_targets(problem.index.reshape(-1), problem.counted.reshape(-1), problem.weight, opt, C, cdt)
+    if tg.probs is None:
         col, has_col = tg.column, True
     else:
-        tg = probability_block_targets(problem.probs.reshape(-1, C), problem.weight, opt)
         col, has_col = tg.probs.argmax(1), False
         tg = tg._replace(t=tg.t._replace(soft=tg.b.sum(1)))  # B = sum_c b_c
     t = tg.t
-    den = math.mean_denominator(XP, t.wy, (N,), num_items, cdt, x) if opt.reduction == "mean" else None
-    v = vc0 = None
-    if want_grad:
-        unit = _reduce.unit_scale(XP, opt.reduction, cdt, x, den)
-        v = torch.where(t.counted, unit, torch.zeros((), dtype=cdt))
-        vc0 = math.coefficient(XP, t, v)
+    want_grad = v is not None
+    vc0 = math.coefficient(XP, t, v) if want_grad else None
     # One argument type per dtype of the logits, so that numba compiles the
     # kernel once per dtype: float64 vectors, (N, C) soft weights in the
     # compute dtype (a (1, 1) placeholder when there are none).
@@ -74,23 +98,18 @@ def forward(x, problem, num_items, want_grad, inplace, want_stats):
         bmode, bvec = 2, _f64(b, C)
     elif b is not None:
         bmode, bmat = 3, _numpy(b.to(cdt).contiguous())
-    grad = (x if inplace else torch.empty_like(x)) if want_grad else None
+    inplace = want_grad and grad.data_ptr() == x.data_ptr()
     outs = [np.empty(N) for _ in range(4)]
     hits = np.zeros(N, dtype=np.bool_)
     xs = _numpy(x)
     work = np.empty(0, np.float64 if x.dtype == torch.float64 else np.float32)
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    rows(xs, xs if grad is None else _numpy(grad), work, want_grad, bool(inplace and want_grad), col.long().numpy(), has_col,
+    rows(xs, xs if grad is None else _numpy(grad), work, want_grad, inplace, col.long().numpy(), has_col,
          _f64(t.hard, N), _f64(v, N), _f64(vc0, N), bmode, bvec, bmat, float(z), float(cap or 0.0), want_stats,
          *outs, hits)
-    if inplace and want_grad:  # written through NumPy: tell autograd, as an in-place torch op would
+    if inplace:  # written through NumPy: tell autograd, as an in-place torch op would
         torch.autograd.graph.increment_version(x)
     m, log_sum, target_shifted, dot = (torch.from_numpy(a).to(cdt) for a in outs)
     lse = m + log_sum
     loss = math.row_loss(XP, t, log_sum, target_shifted if has_col else None, dot if b is not None else None, lse, z)
-    value = _reduce.reduce(XP, loss, opt.reduction, den).to(x.dtype)
-    stats = None
-    if want_stats:
-        z_rows = torch.where(t.counted, z * lse * lse, torch.zeros_like(lse))
-        stats = math.CrossEntropyStats(lse, z_rows, math.token_accuracy(XP, torch.from_numpy(hits), t.counted, cdt))
-    return value, grad, stats
+    return loss, lse, torch.from_numpy(hits), t

@@ -31,6 +31,7 @@ from .. import _reduce
 from .._array import namespace, on_cpu
 from .._autograd import differentiable_vjp, refuse_double_backward, scale_kept_gradient
 from ..losses import cross_entropy as ce_math
+from . import cross_entropy_cpu
 from .cross_entropy_blocks import block_loss_and_grad_, index_block_targets, probability_block_targets
 
 # The default chunk's floor: enough rows to amortise the weight-gradient
@@ -115,7 +116,10 @@ def run(input, W, b, plan: Plan, go, want):
             v = torch.where(counted, g * torch.ones_like(counted, dtype=cdt), torch.zeros((), dtype=cdt,
                                                                                             device=input.device))
         # 2. loss rows; logits become dL/dlogits * v, in place
-        loss[pos] = block_loss_and_grad_(work, tg, plan.options, v=v, shards=plan.shards)
+        if cross_entropy_cpu.applies(work, plan.shards):  # one compiled call (crossentropy._cpu)
+            loss[pos] = cross_entropy_cpu.block(work, None if v is None else work, tg, plan.options, v)[0]
+        else:
+            loss[pos] = block_loss_and_grad_(work, tg, plan.options, v=v, shards=plan.shards)
         if need:  # 3. fold the logit gradient into the parameters' gradients
             fold(logits, xc, W, gx, ids, gW, gb)
         del logits, work  # free this chunk before the next one is allocated

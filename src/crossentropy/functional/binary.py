@@ -62,12 +62,13 @@ def _bce_logits_kernel(input, target, weight, reduction, pos_weight):
     xp, _, t = math.read(input, target, reduction, convert=False)
     w, pw = math.factor(xp, weight, input, "weight"), math.factor(xp, pos_weight, input, "pos_weight")
     from .._torch.binary import elementwise_loss
+    from .._torch.binary_cpu import bce_with_logits
 
     def reference(x):  # the core's differentiable operations, for double backward
         return _bce_logits_core(x, target, weight, reduction, pos_weight, need_grad=False, grad_output=None)[0]
 
     return elementwise_loss(input, math.bce_with_logits_terms, (t, w, pw), reduction,
-                            "binary_cross_entropy_with_logits", reference=reference)
+                            "binary_cross_entropy_with_logits", reference=reference, compiled=bce_with_logits)
 
 
 @analytic(_bce_logits_core, kernel=_bce_logits_kernel)
