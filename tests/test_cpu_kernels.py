@@ -114,7 +114,9 @@ def test_inplace_backward_through_the_kernel_bumps_the_version():
                                      dict(softcap=2.0, label_smoothing=0.2, weight="w")])
 def test_inplace_backward_gives_the_gradient_of_the_default(dtype, options):
     """The kernel writing the gradient over the logits (read before written,
-    the soft cap's slope included) gives what it gives into a fresh buffer."""
+    the soft cap's slope included) gives what it gives into a fresh buffer:
+    to a few roundings (where the buffers alias, the vectoriser may sum a row
+    in another order), far below any misread logit's error."""
     g = torch.Generator().manual_seed(3)
     x = (torch.randn(13, 37, generator=g) * 3).to(dtype)
     y = torch.randint(0, 37, (13,), generator=g)
@@ -125,4 +127,5 @@ def test_inplace_backward_gives_the_gradient_of_the_default(dtype, options):
     leaf = x.clone().requires_grad_(True)
     b = leaf * 1
     ce.cross_entropy(b, y, inplace_backward=True, **kw).backward()
-    assert torch.equal(leaf.grad, a.grad)
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(leaf.grad.double(), a.grad.double(), rtol=4 * eps, atol=4 * eps * a.grad.abs().max().item())
