@@ -173,6 +173,31 @@ def _b(bmode, bvec, bmat, i, c):
 
 
 @njit(inline="always")
+def _exp_sum_in_place(a, m):
+    """``_exp_sum(a, a, m)`` over one array: written so that the compiler
+    sees no second array that might alias it, and vectorises."""
+    total = 0.0
+    odd = 0
+    for c in range(a.shape[0]):
+        d = a[c] - m
+        ok = exp_fast_ok(d)
+        e = exp_fast(d)
+        odd += not ok
+        e = e if ok else d
+        a[c] = e
+        total += e
+    if odd:
+        total = 0.0
+        for c in range(a.shape[0]):
+            e = a[c]
+            if not (e >= 0 and e <= 1):
+                e = _like(a, math.exp(np.float64(e)))
+                a[c] = e
+            total += e
+    return total
+
+
+@njit(inline="always")
 def _gradient(e, gr, xr, f, vi, bmode, bvec, bmat, i, cap):
     """``gr = f e - v b`` (``f = v c / Σ``), times the cap's slope at ``xr``;
     ``gr`` may be ``xr`` (each logit is read before its gradient is written)."""
@@ -194,6 +219,26 @@ def _gradient(e, gr, xr, f, vi, bmode, bvec, bmat, i, cap):
     else:
         for c in range(C):
             _store(gr, c, f * e[c] - vi * bmat[i, c])
+
+
+@njit(inline="always")
+def _gradient_in_place(a, f, vi, bmode, bvec, bmat, i):
+    """``a = f a - v b`` over one array (``a`` holds ``e^{s - m}``; no soft
+    cap): ``_gradient`` with nothing that might alias, so that it vectorises."""
+    C = a.shape[0]
+    if bmode == 0:
+        for c in range(C):
+            a[c] = f * a[c]
+    elif bmode == 1:
+        vb = vi * bvec[0]
+        for c in range(C):
+            a[c] = f * a[c] - vb
+    elif bmode == 2:
+        for c in range(C):
+            a[c] = f * a[c] - vi * bvec[c]
+    else:
+        for c in range(C):
+            a[c] = f * a[c] - vi * bmat[i, c]
 
 
 @njit(parallel=True, fastmath=_FAST, cache=True)
@@ -225,7 +270,10 @@ def rows(x, g, work, want_grad, inplace, col, has_col, hard, v, vc0, bmode, bvec
             ts = src[col[i]] - m if has_col else _like(src, 0.0)  # read before g (maybe x) is written
             dot = _soft_dot(src, m, bmode, bvec, bmat, i)
             e = _exp_buffer(g, i, scratch, in_g)
-            total = _exp_sum(src, e, m)
+            # e is src itself (the logits' row with inplace_backward, or the scratch
+            # row of converted or capped logits kept there): the one-array loop
+            same = (direct and inplace and in_g) or (not direct and not in_g)
+            total = _exp_sum_in_place(src, m) if same else _exp_sum(src, e, m)
             log_sum = math.log(total)
             m_out[i] = m
             logsum_out[i] = log_sum
@@ -239,7 +287,10 @@ def rows(x, g, work, want_grad, inplace, col, has_col, hard, v, vc0, bmode, bvec
                 vc += vi * 2.0 * z * (m + log_sum)
             f = 0.0 if vc == 0 else vc / total  # probability_factor
             gr = g[i]
-            _gradient(e, gr, xr, f, vi, bmode, bvec, bmat, i, cap)
+            if in_g and not capped:
+                _gradient_in_place(gr, f, vi, bmode, bvec, bmat, i)
+            else:
+                _gradient(e, gr, xr, f, vi, bmode, bvec, bmat, i, cap)
             if has_col:
                 y = col[i]
                 p_y = 0.0 if vc == 0 else math.exp(np.float64(ts) - log_sum)
