@@ -30,36 +30,22 @@ LN2_LO = -2.12194440e-4
 NORMAL_LO = -87.33654
 
 
-@intrinsic
-def f32_bits(typingctx, x):
-    """The int32 whose bits are the float32 ``x``."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-    return types.int32(types.float32), codegen
+def _bitcast(source, target, llvm_target, doc):
+    """An intrinsic reinterpreting a ``source`` scalar's bits as ``target``
+    (one LLVM ``bitcast``, which vectorises; numba has no scalar view)."""
+    def cast(typingctx, x):
+        def codegen(context, builder, signature, args):
+            return builder.bitcast(args[0], llvm_target)
+        return target(source), codegen
+
+    cast.__doc__ = doc
+    return intrinsic(cast)
 
 
-@intrinsic
-def bits_f32(typingctx, i):
-    """The float32 whose bits are the int32 ``i``."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-    return types.float32(types.int32), codegen
-
-
-@intrinsic
-def f64_bits(typingctx, x):
-    """The int64 whose bits are the float64 ``x``."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-    return types.int64(types.float64), codegen
-
-
-@intrinsic
-def bits_f64(typingctx, i):
-    """The float64 whose bits are the int64 ``i``."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-    return types.float64(types.int64), codegen
+f32_bits = _bitcast(types.float32, types.int32, ir.IntType(32), "The int32 whose bits are the float32 ``x``.")
+bits_f32 = _bitcast(types.int32, types.float32, ir.FloatType(), "The float32 whose bits are the int32 ``x``.")
+f64_bits = _bitcast(types.float64, types.int64, ir.IntType(64), "The int64 whose bits are the float64 ``x``.")
+bits_f64 = _bitcast(types.int64, types.float64, ir.DoubleType(), "The float64 whose bits are the int64 ``x``.")
 
 
 def row_max(xr):

@@ -134,33 +134,6 @@ def _soft_dot(src, m, bmode, bvec, bmat, i):
 
 
 @njit(inline="always")
-def _exp_sum(src, dst, m):
-    """``dst = e^{src - m}`` and its sum (float64). Elements the fast
-    exponential gets wrong keep ``d = src - m`` in ``dst`` (outside [0, 1]:
-    below -87.3, above 1, NaN) and are recomputed with ``math.exp`` in a
-    second loop, which runs only when there are any."""
-    total = 0.0
-    odd = 0
-    for c in range(src.shape[0]):
-        d = src[c] - m
-        ok = exp_fast_ok(d)
-        e = exp_fast(d)
-        odd += not ok
-        e = e if ok else d
-        dst[c] = e
-        total += e
-    if odd:
-        total = 0.0
-        for c in range(dst.shape[0]):
-            e = dst[c]
-            if not (e >= 0 and e <= 1):
-                e = _like(dst, math.exp(np.float64(e)))
-                dst[c] = e
-            total += e
-    return total
-
-
-@njit(inline="always")
 def _b(bmode, bvec, bmat, i, c):
     """The soft weight ``b_c`` of row ``i`` (0 without one)."""
     if bmode == 1:
@@ -174,8 +147,11 @@ def _b(bmode, bvec, bmat, i, c):
 
 @njit(inline="always")
 def _exp_sum_in_place(a, m):
-    """``_exp_sum(a, a, m)`` over one array: written so that the compiler
-    sees no second array that might alias it, and vectorises."""
+    """``a = e^{a - m}`` and its sum (float64), over one array (so that the
+    compiler sees nothing that might alias it, and vectorises). Elements the
+    fast exponential gets wrong keep ``d = a - m`` (outside [0, 1]: below
+    -87.3, above 1, NaN) and are recomputed with ``math.exp`` in a second
+    loop, which runs only when there are any."""
     total = 0.0
     odd = 0
     for c in range(a.shape[0]):
@@ -271,9 +247,12 @@ def rows(x, g, work, want_grad, inplace, col, has_col, hard, v, vc0, bmode, bvec
             dot = _soft_dot(src, m, bmode, bvec, bmat, i)
             e = _exp_buffer(g, i, scratch, in_g)
             # e is src itself (the logits' row with inplace_backward, or the scratch
-            # row of converted or capped logits kept there): the one-array loop
-            same = (direct and inplace and in_g) or (not direct and not in_g)
-            total = _exp_sum_in_place(src, m) if same else _exp_sum(src, e, m)
+            # row of converted or capped logits kept there), or src is copied
+            # into it first (the read of the logits, and the first write of the
+            # gradient's row): then the exponentials in place, in cache
+            if not ((direct and inplace and in_g) or (not direct and not in_g)):
+                e[:] = src
+            total = _exp_sum_in_place(e, m)
             log_sum = math.log(total)
             m_out[i] = m
             logsum_out[i] = log_sum
