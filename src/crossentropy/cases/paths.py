@@ -12,6 +12,14 @@ Paths (:data:`PATHS`):
   identity as input: ``x = I``, ``W = logits.T`` gives the same logits, exactly
   (the matrix products multiply by 1 and add zeros), and ``grad_W.T`` is the
   logits' gradient;
+* ``triton``: the public function through the Triton kernels
+  (:mod:`crossentropy._triton`, :data:`TRITON_KERNELS`): on CUDA tensors where
+  a GPU is present, else on CPU tensors under Triton's interpreter
+  (``TRITON_INTERPRET=1`` before triton is imported), with vocabulary tiles of
+  4 columns so that rows of 5 or 6 classes span two tiles, the second masked;
+  the tolerances are the torch kernel's (the same float32 accumulation, the
+  same roundings of the half types; the online maximum adds one rounding of
+  ``Σ`` per tile that raises it, well inside 64 ulps);
 * ``vocab-parallel``: cross-entropy cases with class indices through both
   vocab-parallel functions on a gloo group
   (:func:`crossentropy.cases.vocab_parallel.run_vocab_parallel`, called in each
@@ -54,11 +62,14 @@ import crossentropy as ce
 
 from . import CASES
 
-__all__ = ["PATHS", "DTYPES", "KERNELS", "accepts", "check", "compare", "expected", "tolerance", "ulp"]
+__all__ = ["PATHS", "DTYPES", "KERNELS", "TRITON_KERNELS", "triton_device", "accepts", "check", "compare", "expected",
+           "tolerance", "ulp"]
 
-PATHS = ("numpy", "torch-core", "torch-kernel", "linear", "vocab-parallel")
+PATHS = ("numpy", "torch-core", "torch-kernel", "linear", "triton", "vocab-parallel")
 DTYPES = ("float64", "float32", "bfloat16", "float16")
 KERNELS = frozenset({"cross_entropy", "focal_loss", "binary_cross_entropy_with_logits", "sigmoid_focal_loss"})
+TRITON_KERNELS = frozenset({"cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss"})
+TRITON_TILE = 4  # columns a vocabulary tile on the triton path (elements, for the binary losses)
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _BY_ID = {c.id: c for c in CASES}
 
@@ -98,6 +109,8 @@ def accepts(case, path, dtype) -> bool:
         return case.fn in KERNELS
     if path == "linear":
         return case.fn == "cross_entropy" and _finite_inputs(case)  # I @ inf would be NaN
+    if path == "triton":
+        return case.fn in TRITON_KERNELS and triton_device() is not None
     if path == "vocab-parallel":
         return case.fn == "cross_entropy" and "index" in case.tags
     raise ValueError(f"path={path!r} is not one of {PATHS}")
@@ -187,6 +200,8 @@ def run(case, path, dtype):
             return as_float64(value), as_float64(grad), _dtype_ok(value, grad, dtype)
         if path == "linear":
             return _run_linear(args, kwargs, exp, dtype)
+        if path == "triton":
+            return _run_triton(f, args, kwargs, exp, dtype)
         x = args[0].requires_grad_(True)
         value = (f.reference if path == "torch-core" else f)(x, *args[1:], **kwargs)
         g = torch.as_tensor(exp.grad_output).to(value.dtype)
@@ -199,6 +214,32 @@ def run(case, path, dtype):
         return as_float64(value), as_float64(grad), ok
     finally:
         ctx.__exit__(None, None, None)
+
+
+def triton_device():
+    """Where the triton path runs: "cuda" (compiled kernels), "cpu" (the
+    interpreter), or None (triton is not installed, or compiled with no GPU)."""
+    from .. import _triton
+
+    if not _triton.available():
+        return None
+    if _triton.interpreting():
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else None
+
+
+def _run_triton(f, args, kwargs, exp, dtype):
+    from .. import _triton
+
+    dev = triton_device()
+    move = (lambda a: a.to(dev) if isinstance(a, torch.Tensor) else a)  # noqa: E731
+    x = move(args[0]).requires_grad_(True)
+    rest, kw = [move(a) for a in args[1:]], {k: move(v) for k, v in kwargs.items()}
+    with _triton.forced(block=TRITON_TILE):
+        value = f(x, *rest, **kw)
+    g = torch.as_tensor(exp.grad_output).to(value.dtype).to(dev)
+    (grad,) = torch.autograd.grad(value, x, g) if value.requires_grad else (torch.zeros_like(x),)
+    return as_float64(value.cpu()), as_float64(grad.cpu()), _dtype_ok(value, grad, dtype)
 
 
 def as_rows(x, t, kwargs):
