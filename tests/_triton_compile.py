@@ -1,5 +1,6 @@
 """Compiles every Triton kernel of crossentropy, in a covering set of its
-specialisations (each value of each switch at least once, each input dtype),
+specialisations (each value of each switch at least once, each input dtype;
+the linear kernels' 16 with ``--all``, else 4),
 to a cubin for sm_90 with Triton's own compiler: no GPU needed. Run by
 tests/test_triton.py in a process without TRITON_INTERPRET (an interpreted
 kernel cannot be compiled). Prints "compiled N kernels"."""
@@ -11,7 +12,7 @@ import triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from crossentropy._triton import binary, cross_entropy
+from crossentropy._triton import binary, cross_entropy, linear
 
 TARGET = GPUTarget("cuda", 90, 32)
 TY = {tl.float32: "fp32", tl.float64: "fp64", tl.bfloat16: "bf16", tl.float16: "fp16"}
@@ -52,9 +53,29 @@ def binary_specs():
                                                OUT=out)
 
 
-def main():
+def linear_specs(full):
+    combos = zip(itertools.product((0, 1, 2, 3), (False, True), (False, True)),
+                 itertools.cycle((tl.bfloat16, tl.float32, tl.float16, tl.float64)))
+    for (soft, cap, bias), x_ty in itertools.islice(combos, None if full else 4):  # 4: each dtype, cap, bias
+        acc = tl.float64 if x_ty == tl.float64 else tl.float32
+        x, a = "*" + TY[x_ty], "*" + TY[acc]
+        prec = "ieee" if x_ty in (tl.float32, tl.float64) else "tf32"
+        blocks = dict(BLOCK_N=32, BLOCK_V=64, BLOCK_H=32) if x_ty == tl.float64 else dict(BLOCK_N=64, BLOCK_V=128,
+                                                                                          BLOCK_H=64)
+        head = dict(x_ptr=x, sx="i32", w_ptr=x, sw="i32", b_ptr=x, rows_ptr="*i64", y_ptr="*i64", bv_ptr=a, t_ptr=a,
+                    st="i32", wc_ptr=a, p_ptr=a)
+        common = dict(SOFT=soft, WEIGHTED=soft == 3 and cap, CAP=cap, BIAS=bias, ACC=acc, PREC=prec, **blocks)
+        yield linear._stats_kernel, dict(head, m_out=a, sum_out=a, dot_out=a, soft_out=a, tgt_out=a, n="i32",
+                                         V="i32", H="i32", tiles_per_split="i32"), common
+        yield linear._grad_kernel, dict(head, m_ptr=a, f_ptr=a, v_ptr=a, vh_ptr=a, gx_ptr=a, gw_ptr=a, gb_ptr=a,
+                                        n="i32", V="i32", H="i32"), dict(common, HARD=soft != 3, GX=True,
+                                                                         GW=not cap, GB=bias, IN=x_ty)
+
+
+def main(argv):
+    full = "--all" in argv  # every linear specialisation too (slow: a minute or two)
     n = 0
-    for fn, sig, constants in [*ce_specs(), *binary_specs()]:
+    for fn, sig, constants in [*ce_specs(), *binary_specs(), *linear_specs(full)]:
         try:
             compile_one(fn, sig, constants)
         except Exception as e:
@@ -64,4 +85,6 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    import sys
+
+    main(sys.argv[1:])

@@ -24,24 +24,27 @@ pytestmark = pytest.mark.skipif(paths.triton_device() is None,
                                 reason="needs triton (and a GPU, or TRITON_INTERPRET=1 before triton is imported)")
 
 DEVICE = paths.triton_device() or "cpu"
-JOBS = [(c, d) for c in CASES for d in paths.DTYPES if paths.accepts(c, "triton", d)]
-# Every 17th job (17 is prime to the 4 dtypes, so each dtype and every loss is
-# sampled): about 190 runs, some 20 s under the interpreter on 2 cores.
-SAMPLE = set(range(0, len(JOBS), 17))
-PARAMS = [pytest.param(c, d, marks=() if i in SAMPLE else pytest.mark.slow) for i, (c, d) in enumerate(JOBS)]
+PATHS = ("triton", "triton-linear")
+JOBS = [(c, p, d) for c in CASES for p in PATHS for d in paths.DTYPES if paths.accepts(c, p, d)]
+# Every 23rd job (23 is prime to the 2 paths and 4 dtypes, so every loss,
+# path and dtype is sampled): about 250 runs, some 25 s under the interpreter
+# on 2 cores; all 5680 with CROSSENTROPY_SLOW=1.
+SAMPLE = set(range(0, len(JOBS), 23))
+PARAMS = [pytest.param(*job, marks=() if i in SAMPLE else pytest.mark.slow) for i, job in enumerate(JOBS)]
 
 
-@pytest.mark.parametrize("case,dtype", PARAMS, ids=lambda v: v if isinstance(v, str) else repr(v))
-def test_case(case, dtype):
-    result = paths.check(case, "triton", dtype)
+@pytest.mark.parametrize("case,path,dtype", PARAMS, ids=lambda v: v if isinstance(v, str) else repr(v))
+def test_case(case, path, dtype):
+    result = paths.check(case, path, dtype)
     assert result.ok, str(result)
 
 
-def test_the_sample_covers_every_loss_and_dtype():
+def test_the_sample_covers_every_loss_path_and_dtype():
     sampled = [JOBS[i] for i in SAMPLE]
-    assert {c.fn for c, _ in sampled} == set(paths.TRITON_KERNELS)
-    assert {d for _, d in sampled} == set(paths.DTYPES)
-    assert {"extreme", "probs", "index", "tiny"} <= set().union(*(c.tags for c, _ in sampled))
+    assert {c.fn for c, p, _ in sampled if p == "triton"} == set(paths.TRITON_KERNELS)
+    assert {p for _, p, _ in sampled} == set(PATHS)
+    assert {d for _, _, d in sampled} == set(paths.DTYPES)
+    assert {"extreme", "probs", "index", "tiny"} <= set().union(*(c.tags for c, _, _ in sampled))
 
 
 def _core(x, y, **kw):
@@ -117,6 +120,71 @@ def test_inplace_backward_and_stats():
     assert torch.equal(ga, gb) and gb.data_ptr() == b.data_ptr()  # the gradient lives in the logits' buffer
 
 
+LINEAR_SHAPES = [  # (rows, H, V): odd sizes, H and V not multiples of the 16-wide tiles; one row
+    (33, 20, 70), (1, 32, 33), (17, 16, 16)]
+
+
+@pytest.mark.parametrize("N,H,V", LINEAR_SHAPES)
+@pytest.mark.parametrize("kind", ["index", "probs"])
+@pytest.mark.parametrize("reduction", ["mean", "none"])
+def test_linear_against_the_core(N, H, V, kind, reduction):
+    """Value and the gradients of input, weight and bias, in float64 and
+    float32, with a bias, ``shift`` (index targets), every option, against
+    the torch kernel in float64 (which the registry holds to the core);
+    ``"none"`` with a per-row grad_output."""
+    g = torch.Generator().manual_seed(N + H + V)
+    T = 3 if kind == "index" else None
+    shape = (N, T, H) if T else (N, H)
+    for dtype, tol in ((torch.float64, 1e-10), (torch.float32, paths.tolerance("float32"))):
+        x = torch.randn(*shape, generator=g, dtype=torch.float64)
+        W = torch.randn(V, H, generator=g, dtype=torch.float64) / 3
+        b = torch.randn(V, generator=g, dtype=torch.float64)
+        if kind == "index":
+            y = torch.randint(0, V, shape[:-1], generator=g)
+            y.view(-1)[::5] = -100
+        else:
+            y = torch.softmax(torch.randn(N, V, generator=g, dtype=torch.float64), 1)
+        w = torch.rand(V, generator=g, dtype=torch.float64) + 0.5
+        kw = dict(weight=w, reduction=reduction, label_smoothing=0.1, z_loss=1e-3, softcap=15.0, shift=T is not None)
+        ref = [a.clone().requires_grad_(True) for a in (x, W, b)]  # the torch kernel's chunks, float64
+        ref_v = ce.linear_cross_entropy(ref[0], ref[1], y, linear_bias=ref[2], **kw)
+        go = torch.rand(ref_v.shape, generator=g, dtype=torch.float64) + 0.5 if reduction == "none" else None
+        ref_g = [t.numpy() for t in torch.autograd.grad(ref_v, ref, go)]
+        ref_v = ref_v.detach().numpy()
+        args = [a.to(dtype).to(DEVICE).requires_grad_(True) for a in (x, W, b)]
+        kwd = dict(kw, weight=w.to(dtype).to(DEVICE))
+        yd = y.to(dtype).to(DEVICE) if kind == "probs" else y.to(DEVICE)
+        with _triton.forced(block=16):
+            value = ce.linear_cross_entropy(args[0], args[1], yd, linear_bias=args[2], **kwd)
+        grads = torch.autograd.grad(value, args, None if go is None else go.to(dtype).to(DEVICE))
+        assert _err(value.detach().double().cpu().numpy(), ref_v) <= tol
+        for got, want in zip(grads, ref_g):
+            assert _err(got.double().cpu().numpy(), want) <= tol
+
+
+def test_linear_takes_the_triton_kernels_and_bfloat16(monkeypatch):
+    """bfloat16 input and weight (the products' operands), against float64;
+    the dispatch reaches the Triton linear kernels."""
+    calls = []
+    load = _triton.load
+    monkeypatch.setattr(_triton, "load", lambda stem: calls.append(stem) or load(stem))
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(21, 24, generator=g).bfloat16()
+    W = (torch.randn(45, 24, generator=g) / 3).bfloat16()
+    y = torch.randint(0, 45, (21,), generator=g)
+    ref_v, ref_g = ce.linear_cross_entropy.value_and_grad(x.double().numpy(), W.double().numpy(), y.numpy())
+    a, B = x.to(DEVICE).requires_grad_(True), W.to(DEVICE).requires_grad_(True)
+    with _triton.forced(block=16):
+        value = ce.linear_cross_entropy(a, B, y.to(DEVICE))
+    ga, gB = torch.autograd.grad(value, (a, B))
+    assert "linear" in calls
+    # one rounding of the result, one of each logit-gradient entry before the products
+    tol = paths.tolerance("bfloat16") + 2.0**-8
+    assert _err(value.detach().double().cpu().numpy(), ref_v) <= tol
+    assert _err(ga.double().cpu().numpy(), ref_g.input) <= tol and _err(gB.double().cpu().numpy(),
+                                                                         ref_g.linear_weight) <= tol
+
+
 def test_cpu_tensors_are_untouched_unless_forced(monkeypatch):
     calls = []
     monkeypatch.setattr(_triton, "load", lambda stem: calls.append(stem))
@@ -124,6 +192,7 @@ def test_cpu_tensors_are_untouched_unless_forced(monkeypatch):
     ce.cross_entropy(x, torch.tensor([0, 1, 2])).backward()
     ce.binary_cross_entropy_with_logits(x, torch.rand(3, 4)).backward()
     ce.sigmoid_focal_loss(x, torch.rand(3, 4)).sum().backward()
+    ce.linear_cross_entropy(x, torch.randn(5, 4), torch.tensor([0, 1, 2])).backward()
     assert calls == []
     assert not _triton.wanted(torch.empty(1))
 
@@ -154,13 +223,16 @@ def test_cuda_would_take_the_kernels_only_when_compiled():
     assert _triton.wanted(Fake()) == (_triton.available() and not _triton.interpreting())
 
 
-def test_every_kernel_compiles_for_sm90():
+@pytest.mark.parametrize("full", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_every_kernel_compiles_for_sm90(full):
     """Each kernel, in a covering set of its specialisations, compiled to a
     cubin for sm_90 (H100/H200) by Triton's own compiler, with no GPU: in a
-    process without the interpreter."""
+    process without the interpreter. (Triton caches what it compiled: a
+    second run takes seconds.)"""
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     env["TRITON_DEFAULT_FP_FUSION"] = "1"
     script = os.path.join(os.path.dirname(__file__), "_triton_compile.py")
-    out = subprocess.run([sys.executable, script], env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, script, *(["--all"] if full else [])], env=env, capture_output=True,
+                         text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "compiled" in out.stdout

@@ -1,6 +1,7 @@
 """The few functions the kernels need that Triton's language lacks, or that
 its interpreter lacks: ``tanh`` (the soft cap), ``log1p`` (the logistic
-pieces), ``pow`` (the focal factor), and a bfloat16 store rounded to nearest.
+pieces), ``pow`` (the focal factor), ``dot`` (bfloat16 operands, see there), and a
+bfloat16 store rounded to nearest.
 
 Compiled for the GPU they are libdevice's (CUDA's correctly rounded-to-a-few-
 ulps ``tanh``, ``log1p`` and ``pow``). Under the interpreter, which has no libdevice,
@@ -41,6 +42,10 @@ if not INTERPRET:
     @triton.jit
     def pow(q, g):
         return libdevice.pow(q, g)
+
+    @triton.jit
+    def dot(a, b, acc, PREC: tl.constexpr, ACC: tl.constexpr):
+        return tl.dot(a, b, acc, input_precision=PREC, out_dtype=ACC)
 else:
 
     @triton.jit
@@ -70,6 +75,16 @@ else:
     def pow(q, g):
         """q^g for q >= 0, g > 0 (0 at q = 0)."""
         return tl.exp(g * tl.log(q))
+
+    @triton.jit
+    def dot(a, b, acc, PREC: tl.constexpr, ACC: tl.constexpr):
+        """tl.dot; the interpreter multiplies bfloat16 operands as their bit
+        patterns (integers), so they are widened to float32 first: exactly
+        what the GPU's bfloat16 products with float32 accumulation compute."""
+        if a.dtype == tl.bfloat16:
+            return tl.dot(a.to(tl.float32), b.to(tl.float32), acc, input_precision="ieee", out_dtype=ACC)
+        else:
+            return tl.dot(a, b, acc, input_precision=PREC, out_dtype=ACC)
 
 
 @triton.jit

@@ -20,6 +20,8 @@ Paths (:data:`PATHS`):
   the tolerances are the torch kernel's (the same float32 accumulation, the
   same roundings of the half types; the online maximum adds one rounding of
   ``Σ`` per tile that raises it, well inside 64 ulps);
+* ``triton-linear``: the ``linear`` path through the Triton linear kernels
+  (tiles of 16, the smallest ``tl.dot`` takes), where ``triton`` runs;
 * ``vocab-parallel``: cross-entropy cases with class indices through both
   vocab-parallel functions on a gloo group
   (:func:`crossentropy.cases.vocab_parallel.run_vocab_parallel`, called in each
@@ -65,7 +67,7 @@ from . import CASES
 __all__ = ["PATHS", "DTYPES", "KERNELS", "TRITON_KERNELS", "triton_device", "accepts", "check", "compare", "expected",
            "tolerance", "ulp"]
 
-PATHS = ("numpy", "torch-core", "torch-kernel", "linear", "triton", "vocab-parallel")
+PATHS = ("numpy", "torch-core", "torch-kernel", "linear", "triton", "triton-linear", "vocab-parallel")
 DTYPES = ("float64", "float32", "bfloat16", "float16")
 KERNELS = frozenset({"cross_entropy", "focal_loss", "binary_cross_entropy_with_logits", "sigmoid_focal_loss"})
 TRITON_KERNELS = frozenset({"cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss"})
@@ -111,6 +113,8 @@ def accepts(case, path, dtype) -> bool:
         return case.fn == "cross_entropy" and _finite_inputs(case)  # I @ inf would be NaN
     if path == "triton":
         return case.fn in TRITON_KERNELS and triton_device() is not None
+    if path == "triton-linear":
+        return accepts(case, "linear", dtype) and triton_device() is not None
     if path == "vocab-parallel":
         return case.fn == "cross_entropy" and "index" in case.tags
     raise ValueError(f"path={path!r} is not one of {PATHS}")
@@ -202,6 +206,11 @@ def run(case, path, dtype):
             return _run_linear(args, kwargs, exp, dtype)
         if path == "triton":
             return _run_triton(f, args, kwargs, exp, dtype)
+        if path == "triton-linear":
+            from .. import _triton
+
+            with _triton.forced(block=TRITON_TILE):
+                return _run_linear(args, kwargs, exp, dtype, triton_device())
         x = args[0].requires_grad_(True)
         value = (f.reference if path == "torch-core" else f)(x, *args[1:], **kwargs)
         g = torch.as_tensor(exp.grad_output).to(value.dtype)
@@ -252,19 +261,20 @@ def as_rows(x, t, kwargs):
     return L, T, back
 
 
-def _run_linear(args, kwargs, exp, dtype):
+def _run_linear(args, kwargs, exp, dtype, device="cpu"):
     x, t = args
-    kw = {k: v for k, v in kwargs.items() if k != "axis"}
+    kw = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items() if k != "axis"}
     L, T, back = as_rows(x, t, kwargs)
+    L, T = L.to(device), T.to(device)
     W = L.T.contiguous().requires_grad_(True)
-    eye = torch.eye(L.shape[0], dtype=L.dtype)
+    eye = torch.eye(L.shape[0], dtype=L.dtype, device=device)
     value = ce.linear_cross_entropy(eye, W, T, **kw)
     g = torch.as_tensor(exp.grad_output).to(value.dtype).reshape(value.shape)
     if kw.get("reduction") == "none":
         value = value.reshape(exp.value.shape)
         g = g.reshape(value.shape)
-    (gW,) = torch.autograd.grad(value, W, g) if value.requires_grad else (torch.zeros_like(W),)
-    grad = back(gW.T)
+    (gW,) = torch.autograd.grad(value, W, g.to(device)) if value.requires_grad else (torch.zeros_like(W),)
+    grad, value = back(gW.T).cpu(), value.cpu()
     return as_float64(value), as_float64(grad), _dtype_ok(value, grad, dtype)
 
 
