@@ -27,6 +27,7 @@ import importlib.util
 __all__ = ["available", "use_interpreter", "interpreting", "forced", "wanted", "load"]
 
 _AVAILABLE = None
+_INTERPRETING = None
 _FORCED = 0  # depth of forced() contexts
 _BLOCK = None  # columns a tile, inside forced(block=...)
 _LOADED = {}
@@ -63,9 +64,15 @@ def use_interpreter() -> None:
 
 
 def interpreting() -> bool:
-    """Whether the kernels run under Triton's interpreter (``TRITON_INTERPRET=1``)."""
-    if not available():
-        return False
+    """Whether the kernels run under Triton's interpreter (``TRITON_INTERPRET=1``,
+    read once triton is imported: it cannot change after that)."""
+    global _INTERPRETING
+    if _INTERPRETING is None:
+        _INTERPRETING = available() and _read_interpret()
+    return _INTERPRETING
+
+
+def _read_interpret() -> bool:
     import os
 
     import triton
