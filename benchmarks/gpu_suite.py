@@ -6,8 +6,9 @@
 On a GPU, in order:
 
 1. the tests of the Triton kernels on CUDA tensors, compiled
-   (``pytest tests/test_triton.py`` with ``CROSSENTROPY_SLOW=1``: every
-   registry case through both Triton paths), unless ``--no-tests``;
+   (``pytest tests/test_triton.py``: the registry's sample, the odd sizes,
+   the dispatch; with ``--all-tests``, ``CROSSENTROPY_SLOW=1``: every
+   registry case through both Triton paths, minutes more), unless ``--no-tests``;
 2. a step that calls each kernel under ``torch.compile(fullgraph=True)`` and
    captured in a CUDA graph, then replayed, against the eager step's values
    (the kernels read nothing back to the host: both must work);
@@ -47,6 +48,7 @@ def parse(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="CPU, Triton's interpreter, tiny shapes")
     ap.add_argument("--no-tests", action="store_true", help="skip the pytest step")
+    ap.add_argument("--all-tests", action="store_true", help="the pytest step with every registry case")
     ap.add_argument("--reps", type=int, default=None, help="timed repetitions (default 10; smoke 2)")
     ap.add_argument("--scale", type=float, default=1.0, help="rows scaled by this (a smaller GPU)")
     ap.add_argument("--out", default=None, help="also write the tables to this file")
@@ -203,14 +205,14 @@ def _missing(e):
 # ---------------------------------------------------------------------------
 
 
-def run_tests(smoke):
+def run_tests(smoke, every=False):
     """pytest of the Triton tests in a subprocess; returns (ok, last line)."""
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", os.path.join(ROOT, "tests",
                                                                                         "test_triton.py")]
     if smoke:  # the step itself, not the whole set: a test that is quick under the interpreter
         cmd += ["-k", "sample_covers or untouched"]
-    else:
+    elif every:
         env["CROSSENTROPY_SLOW"] = "1"
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     lines = [ln for ln in out.stdout.strip().splitlines() if ln.strip()]
@@ -322,8 +324,10 @@ def main(argv=None):
 
     say(f"# GPU suite: {name}; torch {torch.__version__}, triton {triton.__version__}")
     if not args.no_tests:
-        ok, line = run_tests(args.smoke)
-        say(f"\ntests ({'smoke selection' if args.smoke else 'test_triton.py, CROSSENTROPY_SLOW=1'}): "
+        ok, line = run_tests(args.smoke, args.all_tests)
+        what = "smoke selection" if args.smoke else \
+            "test_triton.py" + (", CROSSENTROPY_SLOW=1" if args.all_tests else "")
+        say(f"\ntests ({what}): "
             f"{'passed' if ok else 'FAILED'}: {line}")
     if device == "cuda":
         say("\n" + table(("kernel", "step under", "result"), graph_checks(torch, device)))

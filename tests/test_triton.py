@@ -236,3 +236,34 @@ def test_every_kernel_compiles_for_sm90(full):
                          text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "compiled" in out.stdout
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss",
+                                  "linear_cross_entropy"])
+def test_double_backward_is_the_cores(loss):
+    """A backward with ``create_graph=True`` through the Triton kernels
+    differentiates the core's operations (``reference=``), as the torch
+    kernels' do: the Hessian-vector product matches autograd through the core."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    v = torch.randn(5, 7, generator=g, dtype=torch.float64)
+    W = torch.randn(9, 7, generator=g, dtype=torch.float64)
+    y = torch.randint(0, 9 if loss == "linear_cross_entropy" else 7, (5,), generator=g)
+    t = torch.rand(5, 7, generator=g, dtype=torch.float64)
+    f = {"cross_entropy": lambda a: ce.cross_entropy(a, y, label_smoothing=0.1, z_loss=1e-2),
+         "binary_cross_entropy_with_logits": lambda a: ce.binary_cross_entropy_with_logits(a, t),
+         "sigmoid_focal_loss": lambda a: ce.sigmoid_focal_loss(a, t, reduction="sum"),
+         "linear_cross_entropy": lambda a: ce.linear_cross_entropy(a, W.to(a.device), y.to(a.device))}[loss]
+
+    def hvp(device, use_triton):
+        a = x.to(device).requires_grad_(True)
+        if use_triton:
+            with _triton.forced(block=16):
+                value = f(a)
+        else:
+            value = f(a)
+        (grad,) = torch.autograd.grad(value, a, create_graph=True)
+        (h,) = torch.autograd.grad((grad * v.to(device)).sum(), a)
+        return h.cpu()
+
+    assert torch.allclose(hvp(DEVICE, True), hvp("cpu", False), rtol=1e-10, atol=1e-12)

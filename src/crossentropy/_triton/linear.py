@@ -307,11 +307,9 @@ def _rows(L: _Launch, plan):
 
 def _gradients(L: _Launch, plan, saved, go, want):
     """dX, dW, db for the row scale ``go`` (0-d, or one per output entry)."""
-    from .._torch.linear import _take
-
     t, m, sum_exp, lse = saved
     opt, cdt, dev, n = plan.options, plan.cdt, L.x.device, L.n
-    g = go if go.dim() == 0 else go.reshape(-1)[_take(plan.out_pos, L.rows)]
+    g = go if go.dim() == 0 else go.reshape(-1)[plan.out_pos.index_select(0, L.rows)]
     v = torch.where(t.counted, g * torch.ones(n, dtype=cdt, device=dev), torch.zeros((), dtype=cdt, device=dev))
     vc = math.coefficient(XP, t, v)
     if opt.z_loss:
@@ -338,12 +336,12 @@ class TritonLinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x_rows, W, b, plan):
-        from .._torch.linear import _take, reduced
+        from .._torch.linear import reduced
 
         L = _Launch(x_rows, W, b, plan)
         loss_rows, saved = _rows(L, plan)
         loss = torch.zeros(_pymath.prod(plan.out_shape), dtype=plan.cdt, device=x_rows.device)
-        loss[_take(plan.out_pos, L.rows)] = loss_rows
+        loss[plan.out_pos.index_select(0, L.rows)] = loss_rows
         ctx.plan, ctx.launch, ctx.saved = plan, L, saved
         ctx.dtypes = (x_rows.dtype, W.dtype, None if b is None else b.dtype)
         ctx.save_for_backward(x_rows, W, b)
