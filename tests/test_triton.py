@@ -267,3 +267,20 @@ def test_double_backward_is_the_cores(loss):
         return h.cpu()
 
     assert torch.allclose(hvp(DEVICE, True), hvp("cpu", False), rtol=1e-10, atol=1e-12)
+
+
+def test_strided_views():
+    """Logits, targets and class axis in strided layouts: a (N, C, d) input
+    (class axis inside), every other row of a larger tensor, every other target."""
+    g = torch.Generator().manual_seed(5)
+    big = torch.randn(14, 19, generator=g, dtype=torch.float64)
+    x, yb = big[::2], torch.randint(0, 19, (14,), generator=g)
+    y = yb[::2]
+    value, grad = _kernel(x.to(DEVICE), y.to(DEVICE), 8, label_smoothing=0.1)
+    ev, eg = _core(x, y, label_smoothing=0.1)
+    assert _err(value, ev) <= 1e-10 and _err(grad, eg) <= 1e-10
+    x3 = torch.randn(3, 11, 4, generator=g, dtype=torch.float64)
+    y3 = torch.randint(0, 11, (3, 4), generator=g)
+    value, grad = _kernel(x3.to(DEVICE), y3.to(DEVICE), 8, reduction="sum")
+    ev, eg = _core(x3, y3, reduction="sum")
+    assert _err(value, ev) <= 1e-10 and _err(grad, eg) <= 1e-10

@@ -105,14 +105,15 @@ def cast_out(v, OUT: tl.constexpr):
         return v.to(OUT)
 
 
-def launch(kernel, grid, *args, **constants):
+def launch(kernel, grid, *args, num_warps=8, **constants):
     """``kernel[grid](*args, **constants)``; under the interpreter with NumPy's
     floating-point warnings off (it evaluates both sides of every ``where``,
-    as the GPU does silently), and on the GPU with the compile options that
-    Triton 3.9 otherwise warns it will change (``enable_fp_fusion``)."""
+    as the GPU does silently), and on the GPU with ``num_warps`` and the
+    compile option that Triton 3.9 otherwise warns it will change
+    (``enable_fp_fusion``)."""
     if INTERPRET:
         import numpy as np
 
         with np.errstate(all="ignore"):
             return kernel[grid](*args, **constants)
-    return kernel[grid](*args, **constants, num_warps=constants.pop("num_warps", 8), enable_fp_fusion=True)
+    return kernel[grid](*args, **constants, num_warps=num_warps, enable_fp_fusion=True)

@@ -223,7 +223,7 @@ def _forward(x, problem, num_items, want_grad, inplace, want_stats, block=None):
     dummy = torch.empty(1, dtype=cdt, device=dev)  # for the pointers a specialisation does not read
     b_vec, b_num = dummy, 0.0
     if probs is None:
-        index = problem.index.reshape(-1)
+        index = problem.index.reshape(-1).contiguous()  # the kernels read it as a flat array
         t = math.index_targets(XP, index, problem.counted.reshape(-1), weight, e, C, cdt)
         raw_column = x.gather(1, index[:, None])[:, 0].to(cdt)  # before inplace_backward overwrites x
         b = math.smoothing_weights(weight, e, C) if e > 0 else None
@@ -246,9 +246,9 @@ def _forward(x, problem, num_items, want_grad, inplace, want_stats, block=None):
     if N:
         _lang.launch(_stats_kernel, (N,), x, x.stride(0), x.stride(1), b_vec, tp, st_n, st_c, w_vec, params,
                      st.m_raw, st.sum_exp, dummy if st.dot is None else st.dot,
-                            dummy if st.soft is None else st.soft, dummy if st.argmax is None else st.argmax,
-                            dummy if st.truth is None else st.truth, C, SOFT=mode, WEIGHTED=weight is not None,
-                            CAP=cap is not None, STATS=want_stats, BLOCK=BLOCK, ACC=acc)
+                     dummy if st.soft is None else st.soft, dummy if st.argmax is None else st.argmax,
+                     dummy if st.truth is None else st.truth, C, SOFT=mode, WEIGHTED=weight is not None,
+                     CAP=cap is not None, STATS=want_stats, BLOCK=BLOCK, ACC=acc)
     # The row math, on (N,) vectors, from losses.cross_entropy.
     m = st.m_raw.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)  # _stable.shift: 0 where no finite maximum
     dot = st.dot
@@ -275,9 +275,10 @@ def _forward(x, problem, num_items, want_grad, inplace, want_stats, block=None):
         grad = x if inplace else torch.empty((N, C), dtype=x.dtype, device=dev)
         if N:
             grid = (N, triton.cdiv(C, BLOCK))
-            _lang.launch(_grad_kernel, grid, x, x.stride(0), x.stride(1), grad, grad.stride(0), grad.stride(1), m, factor, v,
-                               vh, index if hard else dummy, b_vec, tp, st_n, st_c, w_vec, params, C, SOFT=mode, WEIGHTED=weight is not None, CAP=cap is not None,
-                               HARD=hard, BLOCK=BLOCK, ACC=acc, OUT=_TL[x.dtype])
+            _lang.launch(_grad_kernel, grid, x, x.stride(0), x.stride(1), grad, grad.stride(0), grad.stride(1), m,
+                         factor, v, vh, index if hard else dummy, b_vec, tp, st_n, st_c, w_vec, params, C, SOFT=mode,
+                         WEIGHTED=weight is not None, CAP=cap is not None, HARD=hard, BLOCK=BLOCK, ACC=acc,
+                         OUT=_TL[x.dtype])
     stats = None
     if want_stats:
         truth = index if probs is None else st.truth
