@@ -26,8 +26,8 @@ TF32), float64 ones in float64. No gradient filter: every tile is computed.
 Served here: a 2-D weight (``(V, H)``), index or probability targets, every
 option (class weights, ``ignore_index``, label smoothing, z-loss, soft cap,
 ``num_items_in_batch``), a bias, ``shift``; the rows walked are the plan's
-(``_torch.linear.prepare``). A K-dimensional weight and the vocab-parallel
-function take the torch kernel.
+(``_torch.linear.prepare``). A K-dimensional weight, the vocab-parallel
+function and an ``accum_dtype`` other than the default take the torch kernel.
 """
 
 from __future__ import annotations
@@ -47,8 +47,11 @@ __all__ = ["applies", "triton_linear_cross_entropy"]
 
 
 def applies(plan) -> bool:
-    """Whether these kernels serve a plan (else the torch kernel does)."""
-    return plan.positions == 1 and plan.shards is None
+    """Whether these kernels serve a plan (else the torch kernel does): a 2-D
+    weight, one device, and the accumulators' default dtype (float32, or
+    float64 for float64 input), which is what the kernels accumulate in."""
+    default = torch.float64 if plan.cdt == torch.float64 else torch.float32
+    return plan.positions == 1 and plan.shards is None and plan.accum_dtype == default
 
 
 @triton.jit
