@@ -2,8 +2,10 @@ r"""``cross_entropy``, ``cross_entropy_with_stats`` and ``nll_loss``: the public
 functions, their validation and their dispatch.
 
 The math is :mod:`crossentropy.losses.cross_entropy`; torch tensors go to the
-fused kernel :mod:`crossentropy._torch.cross_entropy`, everything else (and
-torch when a target or weight requires grad) to the array-API core.
+fused kernel :mod:`crossentropy._torch.cross_entropy` (CUDA tensors to the
+Triton one, :mod:`crossentropy._triton.cross_entropy`, when triton imports),
+everything else (and torch when a target or weight requires grad) to the
+array-API core.
 """
 
 from __future__ import annotations
