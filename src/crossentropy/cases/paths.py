@@ -16,6 +16,16 @@ Paths (:data:`PATHS`):
   identity as input: ``x = I``, ``W = logits.T`` gives the same logits, exactly
   (the matrix products multiply by 1 and add zeros), and ``grad_W.T`` is the
   logits' gradient;
+* ``triton``: the public function through the Triton kernels
+  (:mod:`crossentropy._triton`, :data:`TRITON_KERNELS`): on CUDA tensors where
+  a GPU is present, else on CPU tensors under Triton's interpreter
+  (``TRITON_INTERPRET=1`` before triton is imported), with vocabulary tiles of
+  4 columns so that rows of 5 or 6 classes span two tiles, the second masked;
+  the tolerances are the torch kernel's (the same float32 accumulation, the
+  same roundings of the half types; the online maximum adds one rounding of
+  ``Σ`` per tile that raises it, well inside 64 ulps);
+* ``triton-linear``: the ``linear`` path through the Triton linear kernels
+  (tiles of 16, the smallest ``tl.dot`` takes), where ``triton`` runs;
 * ``vocab-parallel``: cross-entropy cases with class indices through both
   vocab-parallel functions on a gloo group
   (:func:`crossentropy.cases.vocab_parallel.run_vocab_parallel`, called in each
@@ -60,11 +70,14 @@ import crossentropy as ce
 
 from . import CASES
 
-__all__ = ["PATHS", "DTYPES", "KERNELS", "accepts", "check", "compare", "expected", "tolerance", "ulp"]
+__all__ = ["PATHS", "DTYPES", "KERNELS", "TRITON_KERNELS", "triton_device", "accepts", "check", "compare", "expected",
+           "tolerance", "ulp"]
 
-PATHS = ("numpy", "torch-core", "torch-kernel", "torch-chunks", "linear", "vocab-parallel")
+PATHS = ("numpy", "torch-core", "torch-kernel", "torch-chunks", "linear", "triton", "triton-linear", "vocab-parallel")
 DTYPES = ("float64", "float32", "bfloat16", "float16")
 KERNELS = frozenset({"cross_entropy", "focal_loss", "binary_cross_entropy_with_logits", "sigmoid_focal_loss"})
+TRITON_KERNELS = frozenset({"cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss"})
+TRITON_TILE = 4  # columns a vocabulary tile on the triton path (elements, for the binary losses)
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _BY_ID = {c.id: c for c in CASES}
 
@@ -104,6 +117,10 @@ def accepts(case, path, dtype) -> bool:
         return case.fn in KERNELS
     if path == "linear":
         return case.fn == "cross_entropy" and _finite_inputs(case)  # I @ inf would be NaN
+    if path == "triton":
+        return case.fn in TRITON_KERNELS and triton_device() is not None
+    if path == "triton-linear":
+        return accepts(case, "linear", dtype) and triton_device() is not None
     if path == "vocab-parallel":
         return case.fn == "cross_entropy" and "index" in case.tags
     raise ValueError(f"path={path!r} is not one of {PATHS}")
@@ -208,6 +225,13 @@ def run(case, path, dtype):
             return as_float64(value), as_float64(grad), _dtype_ok(value, grad, dtype)
         if path == "linear":
             return _run_linear(args, kwargs, exp, dtype)
+        if path == "triton":
+            return _run_triton(f, args, kwargs, exp, dtype)
+        if path == "triton-linear":
+            from .. import _triton
+
+            with _triton.forced(block=TRITON_TILE):
+                return _run_linear(args, kwargs, exp, dtype, triton_device())
         x = args[0].requires_grad_(True)
         with _compiled_kernels(path != "torch-chunks"):
             value = (f.reference if path == "torch-core" else f)(x, *args[1:], **kwargs)
@@ -223,6 +247,32 @@ def run(case, path, dtype):
         ctx.__exit__(None, None, None)
 
 
+def triton_device():
+    """Where the triton path runs: "cuda" (compiled kernels), "cpu" (the
+    interpreter), or None (triton is not installed, or compiled with no GPU)."""
+    from .. import _triton
+
+    if not _triton.available():
+        return None
+    if _triton.interpreting():
+        return "cpu"
+    return "cuda" if torch.cuda.is_available() else None
+
+
+def _run_triton(f, args, kwargs, exp, dtype):
+    from .. import _triton
+
+    dev = triton_device()
+    move = (lambda a: a.to(dev) if isinstance(a, torch.Tensor) else a)  # noqa: E731
+    x = move(args[0]).requires_grad_(True)
+    rest, kw = [move(a) for a in args[1:]], {k: move(v) for k, v in kwargs.items()}
+    with _triton.forced(block=TRITON_TILE):
+        value = f(x, *rest, **kw)
+    g = torch.as_tensor(exp.grad_output).to(value.dtype).to(dev)
+    (grad,) = torch.autograd.grad(value, x, g) if value.requires_grad else (torch.zeros_like(x),)
+    return as_float64(value.cpu()), as_float64(grad.cpu()), _dtype_ok(value, grad, dtype)
+
+
 def as_rows(x, t, kwargs):
     """Logits and targets as (rows, C) class-last, as linear and vocab-parallel take them."""
     cd = (1 if x.ndim >= 2 else 0) if kwargs.get("axis") is None else kwargs["axis"] % x.ndim
@@ -233,19 +283,20 @@ def as_rows(x, t, kwargs):
     return L, T, back
 
 
-def _run_linear(args, kwargs, exp, dtype):
+def _run_linear(args, kwargs, exp, dtype, device="cpu"):
     x, t = args
-    kw = {k: v for k, v in kwargs.items() if k != "axis"}
+    kw = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items() if k != "axis"}
     L, T, back = as_rows(x, t, kwargs)
+    L, T = L.to(device), T.to(device)
     W = L.T.contiguous().requires_grad_(True)
-    eye = torch.eye(L.shape[0], dtype=L.dtype)
+    eye = torch.eye(L.shape[0], dtype=L.dtype, device=device)
     value = ce.linear_cross_entropy(eye, W, T, **kw)
     g = torch.as_tensor(exp.grad_output).to(value.dtype).reshape(value.shape)
     if kw.get("reduction") == "none":
         value = value.reshape(exp.value.shape)
         g = g.reshape(value.shape)
-    (gW,) = torch.autograd.grad(value, W, g) if value.requires_grad else (torch.zeros_like(W),)
-    grad = back(gW.T)
+    (gW,) = torch.autograd.grad(value, W, g.to(device)) if value.requires_grad else (torch.zeros_like(W),)
+    grad, value = back(gW.T).cpu(), value.cpu()
     return as_float64(value), as_float64(grad), _dtype_ok(value, grad, dtype)
 
 

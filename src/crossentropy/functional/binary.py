@@ -5,7 +5,7 @@ public functions, their validation and their dispatch. The math is
 
 from __future__ import annotations
 
-from .. import _checks
+from .. import _checks, _triton
 from .._autograd import analytic
 from .._reduce import finish_elementwise
 from ..losses import binary as math
@@ -67,6 +67,10 @@ def _bce_logits_kernel(input, target, weight, reduction, pos_weight):
     def reference(x):  # the core's differentiable operations, for double backward
         return _bce_logits_core(x, target, weight, reduction, pos_weight, need_grad=False, grad_output=None)[0]
 
+    if _triton.wanted(input):  # CUDA tensors, when triton imports
+        math.target_values(xp, t)
+        return _triton.load("binary").triton_binary_loss(input, t, weight=w, pos_weight=pw, reduction=reduction,
+                                                         name="binary_cross_entropy_with_logits", reference=reference)
     return elementwise_loss(input, math.bce_with_logits_terms, (t, w, pw), reduction,
                             "binary_cross_entropy_with_logits", reference=reference, compiled=bce_with_logits)
 

@@ -2,12 +2,15 @@ r"""``cross_entropy``, ``cross_entropy_with_stats`` and ``nll_loss``: the public
 functions, their validation and their dispatch.
 
 The math is :mod:`crossentropy.losses.cross_entropy`; torch tensors go to the
-fused kernel :mod:`crossentropy._torch.cross_entropy`, everything else (and
-torch when a target or weight requires grad) to the array-API core.
+fused kernel :mod:`crossentropy._torch.cross_entropy` (CUDA tensors to the
+Triton one, :mod:`crossentropy._triton.cross_entropy`, when triton imports),
+everything else (and torch when a target or weight requires grad) to the
+array-API core.
 """
 
 from __future__ import annotations
 
+from .. import _triton
 from .._array import is_torch, quiet
 from .._autograd import analytic
 from ..losses import _targets
@@ -29,7 +32,10 @@ def _kernel(input, target, weight, ignore_index, reduction, label_smoothing, axi
     """Torch tensors: the fused kernel (index and probability targets)."""
     p = _targets.read(input, target, weight, ignore_index, reduction, label_smoothing, axis, z_loss, softcap,
                       compute=False)
-    from .._torch.cross_entropy import fused_cross_entropy
+    if _triton.wanted(p.x):  # CUDA tensors, when triton imports
+        fused_cross_entropy = _triton.load("cross_entropy").triton_cross_entropy
+    else:
+        from .._torch.cross_entropy import fused_cross_entropy
 
     def reference(x):  # the same value from the core's differentiable operations (double backward)
         return _core(x, target, weight, ignore_index, reduction, label_smoothing, axis, z_loss, softcap,

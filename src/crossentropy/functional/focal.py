@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 
-from .. import _checks
+from .. import _checks, _triton
 from .._autograd import analytic, kept_gradient
 from ..losses import _targets, binary
 from ..losses import focal as math
@@ -78,7 +78,7 @@ def _sigmoid_focal_core(inputs, targets, alpha, gamma, reduction, *, need_grad, 
 
 def _sigmoid_focal_kernel(inputs, targets, alpha, gamma, reduction):
     """Torch tensors: the elementwise kernel, a chunk at a time."""
-    _, _, t = binary.read(inputs, targets, reduction, "inputs", "targets", convert=False)
+    xp, _, t = binary.read(inputs, targets, reduction, "inputs", "targets", convert=False)
     alpha, gamma = _checks.focal_alpha(alpha), _checks.focal_gamma(gamma)
     from .._torch.binary import elementwise_loss
 
@@ -86,6 +86,10 @@ def _sigmoid_focal_kernel(inputs, targets, alpha, gamma, reduction):
     def reference(x):  # the core's differentiable operations, for double backward
         return _sigmoid_focal_core(x, targets, alpha, gamma, reduction, need_grad=False, grad_output=None)[0]
 
+    if _triton.wanted(inputs):  # CUDA tensors, when triton imports
+        binary.target_values(xp, t, "targets")
+        return _triton.load("binary").triton_binary_loss(inputs, t, reduction=reduction, focal=(alpha, gamma),
+                                                         name="sigmoid_focal_loss", reference=reference)
     return elementwise_loss(inputs, terms, (t,), reduction, "sigmoid_focal_loss", "targets", reference=reference)
 
 

@@ -53,7 +53,7 @@ import functools
 import math
 from typing import Any, NamedTuple
 
-from .. import _checks
+from .. import _checks, _triton
 from .._array import is_torch, namespace, transformed
 from .cross_entropy import cross_entropy
 
@@ -179,6 +179,8 @@ def linear_cross_entropy(
     plan, x_rows, W2, b2 = prepare(input, linear_weight, target, linear_bias, w, options, shift=shift,
                                    chunk_size=chunk, accum_dtype=accum_dtype, num_items=num_items_in_batch)
     plan.reference = functools.partial(plan_reference, plan)
+    if _triton.wanted(input) and _triton.load("linear").applies(plan):  # CUDA tensors, when triton imports
+        return _triton.load("linear").triton_linear_cross_entropy(x_rows, W2, b2, plan)
     return LinearCrossEntropyFunction.apply(x_rows, W2, b2, plan)
 
 
