@@ -3,6 +3,7 @@
     python benchmarks/bench_cross_entropy.py            # the issue's sizes and a V sweep (~6 min)
     python benchmarks/bench_cross_entropy.py --quick    # one small size, nothing written
     python benchmarks/bench_cross_entropy.py --busy     # the issue's sizes beside a busy neighbour
+    python benchmarks/bench_cross_entropy.py --main-only   # the issue's sizes alone, idle
 
 Methods: ``crossentropy.cross_entropy`` (on CPU the compiled kernel of
 ``crossentropy._cpu`` where numba is installed), the same with
@@ -192,7 +193,9 @@ def verdicts(rows, busy=False):
 
 
 def main():
-    args = m.parser(__doc__, "N=1024, V=32000, float32; writes nothing").parse_args()
+    ap = m.parser(__doc__, "N=1024, V=32000, float32; writes nothing")
+    ap.add_argument("--main-only", action="store_true", help="the targets' sizes only (no scaled loss, no V sweep)")
+    args = ap.parse_args()
     m.start(args)
     if args.quick:
         rows = measure([(1024, 32000, "float32")], args.reps or 5, args.threads, METHODS)
@@ -204,7 +207,7 @@ def main():
     print(f"\nforward + backward, median of {reps} interleaved rounds\n")
     print(m.table(rows, COLUMNS))
     print("\n" + "\n".join(verdicts(rows, args.busy)))
-    if args.busy:  # beside a busy neighbour: the targets' sizes only
+    if args.busy or args.main_only:  # the targets' sizes only
         return
     scaled = measure(SCALED, reps, args.threads, ("ours", "torch"), memory=False, scale=0.25)
     print(f"\nscaled loss, (loss * 0.25).backward(), median of {reps} interleaved rounds\n")

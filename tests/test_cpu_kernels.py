@@ -129,3 +129,40 @@ def test_inplace_backward_gives_the_gradient_of_the_default(dtype, options):
     ce.cross_entropy(b, y, inplace_backward=True, **kw).backward()
     eps = torch.finfo(dtype).eps
     torch.testing.assert_close(leaf.grad.double(), a.grad.double(), rtol=4 * eps, atol=4 * eps * a.grad.abs().max().item())
+
+
+def test_the_gradient_buffer_is_reused_only_when_nothing_holds_it():
+    """The last gradient buffer serves the next call of the same shape only
+    when it is garbage: a gradient the caller kept (the tensor, a view of it,
+    or a graph kept with retain_graph) is never written again."""
+    x = torch.randn(16, 40)
+    y = torch.randint(0, 40, (16,))
+    leaf = x.clone().requires_grad_(True)
+    ce.cross_entropy(leaf, y).backward()
+    first = leaf.grad.data_ptr()
+    leaf.grad = None
+    ce.cross_entropy(leaf, y).backward()
+    assert leaf.grad.data_ptr() == first  # nothing held it: reused
+    kept, view = leaf.grad, leaf.grad[:3]
+    want, want_view = kept.clone(), view.clone()
+    leaf.grad = None
+    ce.cross_entropy(leaf, (y + 1) % 40).backward()
+    assert torch.equal(kept, want) and torch.equal(view, want_view)
+    held = ce.cross_entropy(leaf, y)  # its graph holds the kept gradient until it is freed
+    other = leaf.detach().clone().requires_grad_(True)
+    ce.cross_entropy(other, (y + 2) % 40).backward()
+    before = other.grad.clone()
+    held.backward(retain_graph=True)
+    torch.testing.assert_close(other.grad, before, rtol=0, atol=0)
+
+
+def test_the_reuse_switch(monkeypatch):
+    """CROSSENTROPY_REUSE_GRADIENT=0: no buffer is held between calls."""
+    leaf = torch.randn(8, 30).requires_grad_(True)
+    y = torch.randint(0, 30, (8,))
+    ce.cross_entropy(leaf, y).backward()
+    assert cross_entropy_cpu._HELD  # held by default
+    monkeypatch.setenv("CROSSENTROPY_REUSE_GRADIENT", "0")
+    leaf.grad = None
+    ce.cross_entropy(leaf, y).backward()
+    assert not cross_entropy_cpu._HELD

@@ -6,6 +6,9 @@ statistics and the gradient from one parallel region, the loss rows from
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import torch
 
@@ -39,6 +42,39 @@ def _f64(t, n):
     return np.zeros(n) if t is None else t.detach().to(torch.float64).numpy()
 
 
+# The last gradient buffer this module made, for the next call of the same
+# shape and dtype: a fresh buffer's first touch costs page faults at a few
+# GB/s, most of a step's time (BENCHMARKS.md, "Fused cross-entropy"), and in a
+# training loop the logits' gradient of one step is garbage by the next. It is
+# reused only when nothing else holds it: no Python reference but this one, no
+# other tensor (``.grad``, a graph's saved tensors) on its TensorImpl, no view
+# on its storage. So the memory this keeps between steps is one gradient, the
+# buffer the next step would allocate anyway; CROSSENTROPY_REUSE_GRADIENT=0
+# turns it off.
+_HELD = {}
+
+
+def _unused(t) -> bool:
+    # references: _HELD's, the caller's local, this argument, getrefcount's own
+    return (sys.getrefcount(t) <= 4 and t._use_count() == 1
+            and torch._C._storage_Use_Count(t.untyped_storage()._cdata) <= 2)
+
+
+def _gradient_buffer(x):
+    """A buffer for the gradient of ``x``: the held one when it is free and
+    fits, else a new one (which is then held)."""
+    if os.environ.get("CROSSENTROPY_REUSE_GRADIENT", "1") == "0":
+        _HELD.clear()
+        return torch.empty_like(x)
+    held = _HELD.get("grad")
+    if (held is not None and held.shape == x.shape and held.dtype == x.dtype and held.data_ptr() != x.data_ptr()
+            and _unused(held)):
+        return held
+    _HELD.pop("grad", None)  # dropped first, so that it can be freed before the new one is made
+    held = _HELD["grad"] = torch.empty_like(x)
+    return held
+
+
 def forward(x, problem, num_items, want_grad, inplace, want_stats):
     """``(value, grad or None, stats or None)`` as ``_torch.cross_entropy._forward`` returns them."""
     N, C = x.shape
@@ -54,7 +90,7 @@ def forward(x, problem, num_items, want_grad, inplace, want_stats):
     if want_grad:
         unit = _reduce.unit_scale(XP, opt.reduction, cdt, x, den)
         v = torch.where(t.counted, unit, torch.zeros((), dtype=cdt))
-    grad = (x if inplace else torch.empty_like(x)) if want_grad else None
+    grad = (x if inplace else _gradient_buffer(x)) if want_grad else None
     loss, lse, hits, t = block(x, grad, tg, opt, v, want_stats)
     value = _reduce.reduce(XP, loss, opt.reduction, den).to(x.dtype)
     stats = None
