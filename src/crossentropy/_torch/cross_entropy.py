@@ -41,7 +41,7 @@ from .cross_entropy_blocks import (Pass, XP, block_targets, capped_, exp_pass_, 
                                    index_block_targets, probability_block_targets, row_coefficients,
                                    write_target_column_)
 
-__all__ = ["fused_cross_entropy", "rows_per_block"]
+__all__ = ["fused_cross_entropy", "kept_rows", "rows_per_block"]
 
 # Rows per block so that a float32 block is about this many bytes: small
 # enough to stay in L2/L3 between the passes over it.
@@ -185,12 +185,26 @@ def fused_cross_entropy(problem, num_items=None, *, inplace_backward=False, with
     the loss as a function of the input from the core's differentiable
     operations, for a backward with ``create_graph=True`` (not with
     ``inplace_backward``, which overwrites the logits it would need)."""
+
+    def forward(x, want_grad, inplace):
+        return _forward(x, problem, num_items, want_grad, inplace, with_stats, shards)
+
+    return kept_rows(problem, forward, inplace_backward, with_stats, reference)
+
+
+def kept_rows(problem, forward, inplace_backward, with_stats, reference):
+    """The kept-gradient plumbing every cross-entropy driver shares (these
+    blocks, the Triton kernels): the logits as (N, C) rows,
+    ``forward(x, want_grad, inplace) -> (value, grad, stats)`` run under
+    ``kept_gradient``, ``reference`` given the input's layout back for
+    double backward (not with ``inplace_backward``), and the value and stats
+    shaped like the problem's rows."""
     C = problem.num_classes
     x = problem.x.reshape(-1, C)  # a view when the class axis is last and rows are contiguous
     inplace = bool(inplace_backward) and x.data_ptr() == problem.x.data_ptr() and x.is_contiguous()
 
     def compute(want_grad):
-        value, grad, stats = _forward(x, problem, num_items, want_grad, inplace and want_grad, with_stats, shards)
+        value, grad, stats = forward(x, want_grad, inplace and want_grad)
         return value, grad, () if stats is None else tuple(stats)
 
     def of_rows(x2d):  # reference() of the (N, C) rows: the input's layout back, differentiably

@@ -35,7 +35,7 @@ import triton.language as tl
 
 from .. import _reduce
 from .._array import namespace
-from .._autograd import kept_gradient
+from .._torch.cross_entropy import kept_rows
 from ..losses import cross_entropy as math
 from . import _lang, block_override
 
@@ -294,23 +294,8 @@ def triton_cross_entropy(problem, num_items=None, *, inplace_backward=False, wit
     ``compute=False``) through the kernels above; the arguments and results of
     ``_torch.cross_entropy.fused_cross_entropy`` (no ``shards``). ``block``:
     columns a tile (the tests use small ones, to walk several tiles)."""
-    C = problem.num_classes
-    x = problem.x.reshape(-1, C)
-    inplace = bool(inplace_backward) and x.data_ptr() == problem.x.data_ptr() and x.is_contiguous()
 
-    def compute(want_grad):
-        value, grad, stats = _forward(x, problem, num_items, want_grad, inplace and want_grad, with_stats, block)
-        return value, grad, () if stats is None else tuple(stats)
+    def forward(x, want_grad, inplace):
+        return _forward(x, problem, num_items, want_grad, inplace, with_stats, block)
 
-    def of_rows(x2d):  # reference() of the (N, C) rows, in the input's layout (double backward)
-        return reference(torch.moveaxis(x2d.reshape(problem.x.shape), -1, problem.class_axis))
-
-    usable = reference is not None and not inplace
-    value, extras = kept_gradient(compute, x, grad_output_axis=1, name="cross_entropy",
-                                  reference=of_rows if usable else None)
-    if problem.options.reduction == "none":
-        value = value.reshape(problem.rows)
-    if not with_stats:
-        return value, None
-    lse, z_rows, accuracy = extras
-    return value, math.CrossEntropyStats(lse.reshape(problem.rows), z_rows.reshape(problem.rows), accuracy)
+    return kept_rows(problem, forward, inplace_backward, with_stats, reference)
