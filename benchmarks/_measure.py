@@ -71,6 +71,18 @@ def entry(main, build) -> None:
         main()
 
 
+def kernels_off(f):
+    """``f`` with the compiled CPU kernels turned off for its call
+    (``CROSSENTROPY_CPU_KERNELS=0``: the chunks of torch operations)."""
+    def off(*args, **kwargs):
+        os.environ["CROSSENTROPY_CPU_KERNELS"] = "0"
+        try:
+            return f(*args, **kwargs)
+        finally:
+            del os.environ["CROSSENTROPY_CPU_KERNELS"]
+    return off
+
+
 def grad_step(f, leaves, *rest, compiled=False):
     """A step running ``f(*leaves, *rest).backward()`` from cleared gradients
     and returning the gradients. ``compiled``: run it once now, so that

@@ -11,7 +11,8 @@ Losses, float32, mean reduction:
   formula, written out here since torchvision is not installed beside the
   CPU build of torch.
 
-Each also against ``torch.compile`` of the peer. Time: in one process,
+Each also against ``torch.compile`` of the peer, and ours with the compiled
+CPU kernels off (``ours, torch chunks``: what CUDA and the fallbacks run). Time: in one process,
 interleaved, median of ``--reps`` rounds. Extra peak memory over the inputs:
 each method in its own subprocess (see ``_measure.py``).
 
@@ -30,7 +31,7 @@ import _measure as m
 import crossentropy as ce
 
 LOSSES = ("bce_with_logits", "bce_with_logits pos_weight", "sigmoid_focal")
-METHODS = ("ours", "torch", "torch.compile")
+METHODS = ("ours", "ours, torch chunks", "torch", "torch.compile")
 SWEEP_N = (100_000, 300_000, 1_000_000, 3_000_000, 10_000_000)
 
 
@@ -58,6 +59,8 @@ def loss_fn(loss, method):
         raise ValueError(f"loss: unknown {loss!r}")
     if method == "ours":
         return ours
+    if method == "ours, torch chunks":  # the compiled CPU kernels off
+        return m.kernels_off(ours)
     if method == "torch":
         return peer
     if method == "torch.compile":

@@ -4,6 +4,7 @@
     python benchmarks/bench_cross_entropy.py --quick    # one small size, nothing written
     python benchmarks/bench_cross_entropy.py --busy     # the issue's sizes beside a busy neighbour
     python benchmarks/bench_cross_entropy.py --main-only   # the issue's sizes alone, idle
+    python benchmarks/bench_cross_entropy.py --more     # float16, N=16384, and N=256 V=10 (add --busy too)
 
 Methods: ``crossentropy.cross_entropy`` (on CPU the compiled kernel of
 ``crossentropy._cpu`` where numba is installed), the same with
@@ -31,7 +32,6 @@ and extra peak memory against V at N = 2048, float32).
 
 from __future__ import annotations
 
-import os
 import sys
 
 import torch
@@ -44,8 +44,10 @@ METHODS = ("ours", "ours inplace", "ours, torch chunks", "torch", "torch.compile
            "floor: read + first touch", "floor: copy", "floor: exp")
 FLOORS = tuple(mth for mth in METHODS if mth.startswith("floor"))
 NO_MEMORY = FLOORS + ("jax jit",)
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MAIN = [(4096, 32000, "float32"), (4096, 32000, "bfloat16"), (2048, 128256, "float32")]
+# --more: float16, a larger N, and a small problem (where a call's fixed cost is the step)
+MORE = [(4096, 32000, "float16"), (16384, 32000, "float32"), (256, 10, "float32")]
 SWEEP_N, SWEEP_V = 2048, (8192, 16384, 32000, 65536, 128256)
 SCALED = [(4096, 32000, "float32"), (4096, 32000, "bfloat16")]
 
@@ -65,13 +67,7 @@ def _loss_fn(method):
     if method == "torch.compile":
         return torch.compile(F.cross_entropy, dynamic=False)
     if method == "ours, torch chunks":
-        def chunks(a, t):
-            os.environ["CROSSENTROPY_CPU_KERNELS"] = "0"
-            try:
-                return ce.cross_entropy(a, t)
-            finally:
-                del os.environ["CROSSENTROPY_CPU_KERNELS"]
-        return chunks
+        return m.kernels_off(ce.cross_entropy)
     raise ValueError(f"method: unknown {method!r}")
 
 
@@ -84,7 +80,8 @@ def _jax_step(x, t):
         import optax
     except ImportError:
         return None
-    xj = jnp.asarray(x.float().numpy()).astype(jnp.bfloat16 if x.dtype == torch.bfloat16 else jnp.float32)
+    xj = jnp.asarray(x.float().numpy()).astype({torch.bfloat16: jnp.bfloat16, torch.float16: jnp.float16}.get(
+        x.dtype, jnp.float32))
     tj = jnp.asarray(t.numpy().astype("int32"))
     f = jax.jit(jax.value_and_grad(lambda z, y: optax.softmax_cross_entropy_with_integer_labels(z, y).mean()))
     return lambda: jax.block_until_ready(f(xj, tj))
@@ -195,6 +192,8 @@ def verdicts(rows, busy=False):
 def main():
     ap = m.parser(__doc__, "N=1024, V=32000, float32; writes nothing")
     ap.add_argument("--main-only", action="store_true", help="the targets' sizes only (no scaled loss, no V sweep)")
+    ap.add_argument("--more", action="store_true",
+                    help="instead: float16 at 4096 x 32000, N=16384 at V=32000, and N=256, V=10")
     args = ap.parse_args()
     m.start(args)
     if args.quick:
@@ -203,6 +202,13 @@ def main():
         print("\n" + "\n".join(verdicts(rows, args.busy)))
         return
     reps = args.reps or 9
+    if args.more:  # a small problem's step is ~0.1 ms: many more rounds for a stable median
+        rows = [r for n, v, dtype in MORE
+                for r in measure([(n, v, dtype)], reps * 25 if n * v < 1e6 else reps, args.threads, METHODS)]
+        print(f"\nforward + backward, median of {reps} interleaved rounds ({reps * 25} for the small size)\n")
+        print(m.table(rows, COLUMNS))
+        print("\n" + "\n".join(verdicts(rows, args.busy)))
+        return
     rows = measure(MAIN, reps, args.threads, METHODS)
     print(f"\nforward + backward, median of {reps} interleaved rounds\n")
     print(m.table(rows, COLUMNS))

@@ -1,5 +1,5 @@
 """The compiled CPU kernels (``crossentropy._cpu``): their exponential over
-its whole range, the integer-key maximum, bfloat16 rounding, and when they
+its whole range, the integer-key maximum, the half types' conversions, and when they
 are used. Their results on every registry case are ``test_registry.py``'s
 ``torch-kernel`` path (``torch-chunks`` is the fallback they replace)."""
 
@@ -32,6 +32,18 @@ def _max_rows(x, out):
 def _to_bf16(f, out):
     for i in range(f.size):
         out[i] = _bits.f32_to_bf16(f[i])
+
+
+@numba.njit
+def _f16_to_f32(h, out):
+    for i in range(h.size):
+        out[i] = _bits.f16_to_f32(h[i])
+
+
+@numba.njit
+def _f32_to_f16(f, out):
+    for i in range(f.size):
+        out[i] = _bits.f32_to_f16(f[i])
 
 
 def test_the_exponential_is_within_one_ulp_over_its_whole_range():
@@ -84,11 +96,39 @@ def test_bfloat16_rounds_to_nearest_even_as_torch_does():
     np.testing.assert_array_equal(out, want)
 
 
+def test_float16_converts_exactly_and_rounds_as_torch_does():
+    """Every float16 bit pattern to float32 (subnormals, infinities, NaN),
+    and back from float32 numbers at every scale, at the float16 numbers,
+    their float32 neighbours and the midpoints between them (the ties of
+    round-to-nearest-even), the overflow threshold 65520 and the subnormal
+    step, against torch's conversions."""
+    h = np.arange(-(2**15), 2**15, dtype=np.int32).astype(np.int16)
+    out = np.empty(h.size, np.float32)
+    _f16_to_f32(h, out)
+    want = torch.from_numpy(h.copy()).view(torch.float16).float().numpy()
+    np.testing.assert_array_equal(out.view(np.int32)[~np.isnan(want)], want.view(np.int32)[~np.isnan(want)])
+    assert np.isnan(out[np.isnan(want)]).all()
+    finite = want[np.isfinite(want)]
+    up, down = np.nextafter(finite, np.float32(np.inf)), np.nextafter(finite, -np.float32(np.inf))
+    mid = np.sort(finite.astype(np.float64))
+    mid = ((mid[1:] + mid[:-1]) / 2).astype(np.float32)  # exact in float32: a tie
+    rng = np.random.default_rng(2)
+    f = np.concatenate([finite, up, down, mid, rng.normal(size=100_000).astype(np.float32) * 10.0 ** rng.integers(-9, 6, 100_000),
+                        np.array([np.inf, -np.inf, 65504, 65519.996, 65520, -65520, 2.0**-25, 2.0**-24, 3 * 2.0**-26],
+                                 np.float32)])
+    got = np.empty(f.size, np.int16)
+    _f32_to_f16(f, got)
+    np.testing.assert_array_equal(got, torch.from_numpy(f).half().view(torch.int16).numpy())
+    nan = np.empty(2, np.int16)
+    _f32_to_f16(np.array([np.nan, -np.nan], np.float32), nan)
+    assert torch.from_numpy(nan).view(torch.float16).isnan().all()
+
+
 def test_which_tensors_take_the_compiled_kernel():
     x = torch.randn(8, 5)
     assert cross_entropy_cpu.applies(x, None)
     assert cross_entropy_cpu.applies(x.bfloat16(), None)
-    assert not cross_entropy_cpu.applies(x.half(), None)  # float16: the torch chunks
+    assert cross_entropy_cpu.applies(x.half(), None)
     assert not cross_entropy_cpu.applies(x.T, None)  # not contiguous
     assert not cross_entropy_cpu.applies(x, object())  # vocabulary shards
 
@@ -109,7 +149,7 @@ def test_inplace_backward_through_the_kernel_bumps_the_version():
         loss.backward()
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("options", [dict(), dict(softcap=3.0), dict(label_smoothing=0.1, z_loss=1e-3),
                                      dict(softcap=2.0, label_smoothing=0.2, weight="w")])
 def test_inplace_backward_gives_the_gradient_of_the_default(dtype, options):

@@ -1,8 +1,8 @@
 """Compiled CPU kernels (numba, optional): one parallel region per call, each
 row (or element chunk) read into cache once. :func:`available` says whether
 they can run; the torch kernels in ``crossentropy._torch`` call them for CPU
-tensors they apply to and stay the fallback everywhere else (CUDA, float16,
-vocabulary shards, tracing, numba not installed)."""
+tensors they apply to and stay the fallback everywhere else (CUDA,
+non-contiguous tensors, vocabulary shards, tracing, numba not installed)."""
 
 from __future__ import annotations
 

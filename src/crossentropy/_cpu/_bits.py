@@ -1,6 +1,6 @@
 r"""Bit-level pieces of the compiled kernels: reinterpreting a float32 as its
-int32 bits and back (one LLVM ``bitcast``, which vectorises), bfloat16 to and
-from float32, and an exponential that vectorises.
+int32 bits and back (one LLVM ``bitcast``, which vectorises), bfloat16 and
+float16 to and from float32, and an exponential that vectorises.
 
 Why an exponential of our own: numba's LLVM has no vector math library, so
 ``math.exp`` stays a scalar libm call per element, slower than torch's eager
@@ -89,6 +89,76 @@ def f32_to_bf16(f):
     if f != f:
         return np.uint16((b >> np.int32(16)) | np.int32(0x40))
     return np.uint16((b + np.int32(0x7FFF) + ((b >> np.int32(16)) & np.int32(1))) >> np.int32(16))
+
+
+@njit(inline="always")
+def f16_to_f32(h):
+    """A float16 (its bits, as int16) as float32, exactly: the sign, exponent
+    and mantissa bits moved 13 places up are a float32 ``2^-112`` times the
+    value (subnormals included: the float32 they make is subnormal), so one
+    multiplication by ``2^112`` rescales them; infinities and NaN (exponent
+    bits all ones) get float32's all-ones exponent instead."""
+    b = np.int32(h) & np.int32(0xFFFF)
+    mag = (b & np.int32(0x7FFF)) << np.int32(13)
+    special = (b & np.int32(0x7C00)) == np.int32(0x7C00)
+    f = bits_f32(mag | np.int32(0x7F800000)) if special else bits_f32(mag) * np.float32(5.192296858534828e33)  # 2^112
+    return bits_f32(f32_bits(f) | ((b & np.int32(0x8000)) << np.int32(16)))
+
+
+@njit(inline="always")
+def f32_to_f16(f):
+    """float32 to float16 bits (as int16), rounded to nearest even, as torch
+    rounds: overflow to infinity, NaN stays NaN, results below float16's
+    normal range rounded onto its subnormal grid by one float32 addition
+    (adding ``2^-1`` rounds the magnitude to a multiple of ``2^-24``, the
+    subnormal step, in the FPU's own round-to-nearest-even)."""
+    b = f32_bits(f)
+    sign = (b >> np.int32(16)) & np.int32(0x8000)
+    a = b & np.int32(0x7FFFFFFF)
+    if a >= np.int32(0x477FF000):  # |f| rounds to 65520 or more: infinity, or NaN
+        o = np.int32(0x7E00) if a > np.int32(0x7F800000) else np.int32(0x7C00)
+    elif a < np.int32(0x38800000):  # below 2^-14: the subnormal grid
+        o = f32_bits(bits_f32(a) + np.float32(0.5)) - np.int32(0x3F000000)
+    else:  # rebias the exponent (127 -> 15) and round the 13 dropped bits to nearest even
+        o = (a - np.int32(0x38000000) + np.int32(0xFFF) + ((a >> np.int32(13)) & np.int32(1))) >> np.int32(13)
+    return np.int16(o | sign)
+
+
+def load(a, i):
+    raise NotImplementedError
+
+
+@overload(load)
+def _load_impl(a, i):
+    """``a[i]`` as a float: bfloat16 bits (uint16) and float16 bits (int16)
+    converted to float32, float32 and float64 as they are."""
+    if a.dtype == types.uint16:
+        return lambda a, i: bf16_to_f32(a[i])
+    if a.dtype == types.int16:
+        return lambda a, i: f16_to_f32(a[i])
+    return lambda a, i: a[i]
+
+
+def store(a, i, val):
+    raise NotImplementedError
+
+
+@overload(store)
+def _store_impl(a, i, val):
+    """``a[i] = val`` in ``a``'s dtype (into bfloat16 and float16 bits rounded
+    to nearest even)."""
+    if a.dtype == types.uint16:
+        def bf16(a, i, val):
+            a[i] = f32_to_bf16(np.float32(val))
+        return bf16
+    if a.dtype == types.int16:
+        def f16(a, i, val):
+            a[i] = f32_to_f16(np.float32(val))
+        return f16
+
+    def plain(a, i, val):
+        a[i] = val
+    return plain
 
 
 @njit(inline="always")

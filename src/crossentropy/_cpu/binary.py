@@ -1,23 +1,38 @@
-r"""Binary cross-entropy on logits on CPU, elementwise, in one parallel
-region (numba ``prange`` over blocks of elements), loss and gradient from
-the same pieces.
+r"""The elementwise binary losses on logits on CPU, binary cross-entropy and
+the sigmoid focal loss, in one parallel region (numba ``prange`` over blocks
+of elements), loss and gradient from the same pieces.
 
-It restates ``losses.binary.bce_with_logits_terms`` (``tests/test_registry.py``
-runs every case through it against the core): with ``e = e^{-|x|}``,
-``small = sigma(-|x|) = e / (1 + e)``, ``ls = log sigma(|x|) = -log1p(e)``,
-``sgn = sign(x)``, the step ``s = (1 + sgn) / 2``, ``c = 1 + t (pw - 1)`` and
-``d = s - t (pw + s (1 - pw))``::
+Both restate their functions of ``losses/`` (``tests/test_registry.py`` runs
+every case through them against the core). The pieces are
+``losses.binary.step_parts``'s: with ``e = e^{-|x|}``, ``small = sigma(-|x|)
+= e / (1 + e)``, ``ls = log sigma(|x|) = -log1p(e)``, ``sgn = sign(x)`` and
+the step ``s = (1 + sgn) / 2``.
 
-    loss = w (x d - c ls),        d loss / d x = w (d - sgn c small),
+* ``losses.binary.bce_with_logits_terms``: with ``c = 1 + t (pw - 1)`` and
+  ``d = s - t (pw + s (1 - pw))``::
 
-both sums of terms of one sign, so a confident logit's loss of about
-``e^{-|x|}`` keeps its relative precision. ``log1p(e)`` for ``e`` in [0, 1] is (float32 logits)
-``2 atanh(u)``, ``u = e / (2 + e)`` in [0, 1/3], summed as its odd series to
-``u^17`` (the next term is below 2^-30 of the sum), which vectorises and keeps
-the relative precision of a tiny ``e``; ``e`` is the fast exponential of
+      loss = w (x d - c ls),        d loss / d x = w (d - sgn c small),
+
+  both sums of terms of one sign, so a confident logit's loss of about
+  ``e^{-|x|}`` keeps its relative precision.
+* ``losses.focal.sigmoid_focal_terms``: with ``d = s - t``, ``BCE = x d - ls``,
+  ``sigma(-x) = (1 - s) + sgn small``, ``sigma(x) = s - sgn small``, ``q = 1 -
+  p_t = sigma(x) (1 - t) + sigma(-x) t`` (non-negative terms: ``q`` keeps its
+  digits near 0), ``m = q^gamma`` and ``alpha_t = alpha t + (1 - alpha)(1 - t)``::
+
+      loss = alpha_t BCE m,
+      d loss / d x = alpha_t ((d - sgn small) m
+                              + gamma (1 - 2 t) m sigma(x) sigma(-x) / max(q, tiny) BCE).
+
+``log1p(e)`` for ``e`` in [0, 1] is (float32 and half logits) ``2 atanh(u)``,
+``u = e / (2 + e)`` in [0, 1/3], summed as its odd series to ``u^17`` (the
+next term is below 2^-30 of the sum), which vectorises and keeps the
+relative precision of a tiny ``e``; ``e`` is the fast exponential of
 ``_bits`` (recomputed with ``math.exp`` where it misses: subnormal results,
-infinite or NaN logits). An infinite logit whose term has weight 0 gives 0,
-not NaN (``infinite_logits_fixed``).
+infinite or NaN logits). Where an infinite logit meets a term of weight 0
+the result is 0, not NaN (``infinite_logits_fixed``). Half-precision arrays
+come as their bits (``_bits.load``, ``_bits.store``) and are computed in
+float32 and wider, rounded once on the way out.
 """
 
 from __future__ import annotations
@@ -28,20 +43,36 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from ._bits import exp_fast, exp_fast_ok
+from ._bits import exp_fast, exp_fast_ok, load, store
 
 _FAST = {"reassoc", "contract"}
+_TINY32 = float(np.finfo(np.float32).tiny)
+
+
+def _c(xi, v):
+    raise NotImplementedError
+
+
+@overload(_c)
+def _c_impl(xi, v):
+    """The number ``v`` in the compute dtype of ``xi`` (float32 for float32
+    and half logits, which load as float32): so that a float32 element is
+    computed in float32, eight to a vector, not promoted to float64."""
+    if xi == types.float32:
+        return lambda xi, v: np.float32(v)
+    return lambda xi, v: np.float64(v)
 
 
 @njit(inline="always")
 def _log1p_series(e):
-    """``log(1 + e)`` for ``e`` in [0, 1], as ``2 atanh(e / (2 + e))``: float32's precision."""
-    u = e / (2 + e)
+    """``log(1 + e)`` for float32 ``e`` in [0, 1], as ``2 atanh(e / (2 + e))``:
+    float32's precision."""
+    u = e / (np.float32(2) + e)
     u2 = u * u
-    p = 1 / 17
+    p = np.float32(1 / 17)
     for k in (15, 13, 11, 9, 7, 5, 3):
-        p = p * u2 + 1 / k
-    return 2 * u * (p * u2 + 1)
+        p = p * u2 + np.float32(1 / k)
+    return np.float32(2) * u * (p * u2 + np.float32(1))
 
 
 def _log1p_for(xi, e):
@@ -51,68 +82,136 @@ def _log1p_for(xi, e):
 @overload(_log1p_for)
 def _log1p_for_impl(xi, e):
     """``log1p(e)`` to the precision of ``xi``'s type: the series for float32
-    logits, libm's ``log1p`` for float64 ones."""
+    (and the half types, which load as float32), libm's ``log1p`` for float64."""
     if xi == types.float32:
         return lambda xi, e: _log1p_series(e)
     return lambda xi, e: math.log1p(e)
 
 
+def _tiny(xi):
+    raise NotImplementedError
+
+
+@overload(_tiny)
+def _tiny_impl(xi):
+    """The smallest normal number of the compute dtype (float32 for float32 and half logits)."""
+    if xi == types.float32:
+        return lambda xi: _TINY32
+    return lambda xi: 2.2250738585072014e-308
+
+
 @njit(inline="always")
-def _block(x, t, w, pw, has_w, has_pw, want_grad, want_rows, scale, g, rows, lo, hi, exact):
-    """Elements ``[lo, hi)``; returns (sum of the losses, how many exponentials
-    the fast path missed). ``exact``: ``math.exp`` for every element."""
+def _parts(xi, exact):
+    """``(e, small, ls, sgn, s)`` of ``losses.binary.step_parts``, and whether
+    the fast exponential missed (``exact``: ``math.exp`` throughout)."""
+    a = -abs(xi)
+    if exact:
+        e = math.exp(np.float64(a))
+        odd = 0
+    else:
+        odd = 0 if exp_fast_ok(a) else 1
+        e = exp_fast(a)
+    small = e / (_c(xi, 1) + e)
+    ls = -_log1p_for(xi, e)
+    sgn = _c(xi, xi > 0) - _c(xi, xi < 0)
+    return e, small, ls, sgn, _c(xi, 0.5) + _c(xi, 0.5) * sgn, odd
+
+
+@njit(inline="always")
+def _bce(xi, ti, i, w, pw, has_w, has_pw, p0, p1, exact):
+    """One element of ``bce_with_logits_terms``: ``(loss, gradient, missed)``."""
+    e, small, ls, sgn, s, odd = _parts(xi, exact)
+    if has_pw:
+        pwi = load(pw, i)
+        c = _c(xi, 1) + ti * (pwi - _c(xi, 1))
+        d = s - ti * (pwi + s * (_c(xi, 1) - pwi))
+    else:
+        c = _c(xi, 1)
+        d = s - ti
+    xd = _c(xi, 0) if d == 0 else xi * d  # 0 * inf = 0: a term of weight 0 (infinite_logits_fixed)
+    loss = xd - c * ls
+    gi = d - sgn * c * small
+    if has_w:
+        wi = load(w, i)
+        loss, gi = loss * wi, gi * wi
+    return loss, gi, odd
+
+
+@njit(inline="always")
+def _focal(xi, ti, i, w, pw, has_w, has_pw, alpha, gamma, exact):
+    """One element of ``sigmoid_focal_terms`` (``alpha < 0``: no ``alpha_t``):
+    ``(loss, gradient, missed)``."""
+    e, small, ls, sgn, s, odd = _parts(xi, exact)
+    d = s - ti
+    one = _c(xi, 1)
+    ce = (_c(xi, 0) if d == 0 else xi * d) - ls  # BCE, with 0 * inf = 0 (infinite_logits_fixed)
+    sig_neg = (one - s) + sgn * small
+    sig = s - sgn * small
+    q = sig * (one - ti) + sig_neg * ti
+    m = q if gamma == 1 else q * q if gamma == 2 else _c(xi, q**gamma) if gamma > 0 else one
+    loss = ce * m
+    dm_ce = _c(xi, gamma) * (one - _c(xi, 2) * ti) * m * (sig * sig_neg / max(q, _c(xi, _tiny(xi)))) * ce
+    if np.isinf(xi):  # the limits of 0 * inf (infinite_logits_fixed); NaN logits stay NaN
+        loss = _c(xi, 0) if loss != loss else loss
+        dm_ce = _c(xi, 0) if dm_ce != dm_ce else dm_ce
+    gi = (d - sgn * small) * m + dm_ce
+    if alpha >= 0:
+        a_t = _c(xi, alpha) * ti + _c(xi, 1 - alpha) * (one - ti)
+        loss, gi = loss * a_t, gi * a_t
+    return loss, gi, odd
+
+
+@njit(inline="always")
+def _block(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows, scale, g, rows, lo, hi, exact):
+    """Elements ``[lo, hi)`` of ``_focal`` (with its ``alpha, gamma`` in ``p0,
+    p1``) or ``_bce``; returns (sum of the losses, whether the fast
+    exponential missed). ``exact``: ``math.exp`` for every element."""
     total = 0.0
     odd = 0
     for i in range(lo, hi):
-        xi = x[i]
-        ti = t[i]
-        a = -abs(xi)
-        if exact:
-            e = math.exp(np.float64(a))
+        if focal:
+            loss, gi, miss = _focal(load(x, i), load(t, i), i, w, pw, has_w, has_pw, p0, p1, exact)
         else:
-            odd += not exp_fast_ok(a)
-            e = exp_fast(a)
-        small = e / (1 + e)
-        ls = -_log1p_for(xi, e)
-        sgn = (xi > 0) - (xi < 0)
-        s = 0.5 + 0.5 * sgn
-        if has_pw:
-            q = pw[i] + s * (1 - pw[i])
-            c = 1 + ti * (pw[i] - 1)
-            d = s - ti * q
-        else:
-            c = 1.0
-            d = s - ti
-        xd = 0.0 if d == 0 else xi * d  # 0 * inf = 0: a term of weight 0 (infinite_logits_fixed)
-        loss = xd - c * ls
-        if has_w:
-            loss = loss * w[i]
+            loss, gi, miss = _bce(load(x, i), load(t, i), i, w, pw, has_w, has_pw, p0, p1, exact)
+        odd += miss
         if want_rows:
-            rows[i] = loss
+            store(rows, i, loss)
         total += loss
         if want_grad:
-            gi = d - sgn * c * small
-            if has_w:
-                gi = gi * w[i]
-            g[i] = gi * scale
+            store(g, i, gi * scale)
     return total, odd
 
 
-@njit(parallel=True, fastmath=_FAST, cache=True)
-def bce_logits(x, t, w, pw, has_w, has_pw, want_grad, want_rows, scale, g, rows):
-    """Elementwise over flat arrays of one length (``w``, ``pw``: that length
-    or a placeholder when absent): the per-element losses into ``rows``
-    (``want_rows``), the gradient times ``scale`` into ``g`` (``want_grad``);
-    returns the sum of the losses (float64). A block in which the fast
-    exponential missed (a subnormal result, an infinite or NaN logit) is
-    done again with ``math.exp``."""
+@njit(inline="always")
+def _elementwise(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows, scale, g, rows):
+    """Blocks of elements over threads; a block in which the fast exponential
+    missed (a subnormal result, an infinite or NaN logit) is done again with
+    ``math.exp``. Returns the sum of the losses (float64)."""
     n = x.shape[0]
     blocks = max(1, min(n // 4096, 256))
     sums = np.zeros(blocks)
     for blk in prange(blocks):
         lo, hi = blk * n // blocks, (blk + 1) * n // blocks
-        total, odd = _block(x, t, w, pw, has_w, has_pw, want_grad, want_rows, scale, g, rows, lo, hi, False)
+        total, odd = _block(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows, scale, g, rows, lo,
+                            hi, False)
         if odd:
-            total, odd = _block(x, t, w, pw, has_w, has_pw, want_grad, want_rows, scale, g, rows, lo, hi, True)
+            total, odd = _block(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows, scale, g, rows,
+                                lo, hi, True)
         sums[blk] = total
     return sums.sum()
+
+
+@njit(parallel=True, fastmath=_FAST, cache=True)
+def bce_logits(x, t, w, pw, has_w, has_pw, want_grad, want_rows, scale, g, rows):
+    """Binary cross-entropy on logits over flat arrays of one length and dtype
+    (``w``, ``pw``: that length, or placeholders when absent): the losses
+    into ``rows`` (``want_rows``), the gradient times ``scale`` into ``g``
+    (``want_grad``); returns the sum of the losses."""
+    return _elementwise(False, x, t, w, pw, has_w, has_pw, 0.0, 0.0, want_grad, want_rows, scale, g, rows)
+
+
+@njit(parallel=True, fastmath=_FAST, cache=True)
+def sigmoid_focal(x, t, alpha, gamma, want_grad, want_rows, scale, g, rows):
+    """The sigmoid focal loss over flat arrays of one length and dtype, as
+    :func:`bce_logits` (no weights)."""
+    return _elementwise(True, x, t, x, x, False, False, alpha, gamma, want_grad, want_rows, scale, g, rows)

@@ -21,8 +21,9 @@ The loss rows are not computed here: the kernel returns ``m``, ``log Σ``,
 ``b`` (the soft weights) comes as ``bmode``: 0 none, 1 the number ``ε / C``
 (``bvec[0]``), 2 a vector ``(C,)`` (``bvec``), 3 a matrix ``(N, C)``
 (``bmat``, probability targets). Logits come as float32 or float64, or as
-bfloat16 bits (uint16), converted in the row loop; the gradient is written in
-the input's dtype (bfloat16 rounded to nearest even), into ``g``, which may
+bfloat16 bits (uint16) or float16 bits (int16), converted to float32 in the
+row loop; the gradient is written in the input's dtype (the half types
+rounded to nearest even), into ``g``, which may
 be ``x`` itself (``inplace_backward``: the target logit is read first).
 """
 
@@ -34,38 +35,9 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from ._bits import bf16_to_f32, exp_fast, exp_fast_ok, f32_to_bf16, row_max
+from ._bits import exp_fast, exp_fast_ok, load, row_max, store
 
 _FAST = {"reassoc", "contract"}  # reorder the sums (to vectorise them); no assumption about inf or NaN
-
-
-def _load(xr, c):
-    raise NotImplementedError
-
-
-@overload(_load)
-def _load_impl(xr, c):
-    """``xr[c]`` as a float: bfloat16 bits (uint16) converted to float32."""
-    if xr.dtype == types.uint16:
-        return lambda xr, c: bf16_to_f32(xr[c])
-    return lambda xr, c: xr[c]
-
-
-def _store(gr, c, val):
-    raise NotImplementedError
-
-
-@overload(_store)
-def _store_impl(gr, c, val):
-    """``gr[c] = val`` in ``gr``'s dtype (bfloat16 bits rounded to nearest even)."""
-    if gr.dtype == types.uint16:
-        def store(gr, c, val):
-            gr[c] = f32_to_bf16(np.float32(val))
-        return store
-
-    def plain(gr, c, val):
-        gr[c] = val
-    return plain
 
 
 def _like(proto, val):
@@ -83,7 +55,7 @@ def _like_impl(proto, val):
 @njit(inline="always")
 def _fill(xr, scratch, cap):
     for c in range(xr.shape[0]):
-        t = _load(xr, c)
+        t = load(xr, c)
         scratch[c] = t if cap <= 0 else _like(scratch, cap * math.tanh(t / cap))
     return scratch
 
@@ -180,21 +152,21 @@ def _gradient(e, gr, xr, f, vi, bmode, bvec, bmat, i, cap):
     C = e.shape[0]
     if cap > 0:
         for c in range(C):
-            th = math.tanh(_load(xr, c) / cap)
-            _store(gr, c, (f * e[c] - vi * _b(bmode, bvec, bmat, i, c)) * (1.0 - th * th))
+            th = math.tanh(load(xr, c) / cap)
+            store(gr, c, (f * e[c] - vi * _b(bmode, bvec, bmat, i, c)) * (1.0 - th * th))
     elif bmode == 0:
         for c in range(C):
-            _store(gr, c, f * e[c])
+            store(gr, c, f * e[c])
     elif bmode == 1:
         vb = vi * bvec[0]
         for c in range(C):
-            _store(gr, c, f * e[c] - vb)
+            store(gr, c, f * e[c] - vb)
     elif bmode == 2:
         for c in range(C):
-            _store(gr, c, f * e[c] - vi * bvec[c])
+            store(gr, c, f * e[c] - vi * bvec[c])
     else:
         for c in range(C):
-            _store(gr, c, f * e[c] - vi * bmat[i, c])
+            store(gr, c, f * e[c] - vi * bmat[i, c])
 
 
 @njit(inline="always")
@@ -220,11 +192,11 @@ def _gradient_in_place(a, f, vi, bmode, bvec, bmat, i):
 @njit(parallel=True, fastmath=_FAST, cache=True)
 def rows(x, g, work, want_grad, inplace, col, has_col, hard, v, vc0, bmode, bvec, bmat, z, cap, want_hits,
          m_out, logsum_out, tshift_out, dot_out, hits_out):
-    """Logits ``x`` (N, C), float32, float64 or bfloat16 bits (uint16):
+    """Logits ``x`` (N, C), float32, float64, or bfloat16 (uint16) or float16 (int16) bits:
     per-row statistics into the ``*_out`` arrays and, with ``want_grad``, the
     gradient into ``g`` (which is ``x`` with ``inplace``). ``work``: an empty
     array of the compute dtype. Rows go in blocks, one scratch row a block where one is
-    needed (bfloat16 logits, a soft cap, no gradient buffer to work in)."""
+    needed (half-precision logits, a soft cap, no gradient buffer to work in)."""
     N, C = x.shape
     capped = cap > 0
     direct = x.dtype == work.dtype and not capped  # the logits themselves are s
@@ -277,4 +249,4 @@ def rows(x, g, work, want_grad, inplace, col, has_col, hard, v, vc0, bmode, bvec
                 if capped:
                     s_y = np.float64(ts) + m  # the capped target logit: its slope is 1 - (s_y / κ)^2
                     val *= 1.0 - (s_y / cap) * (s_y / cap)
-                _store(gr, y, val)
+                store(gr, y, val)

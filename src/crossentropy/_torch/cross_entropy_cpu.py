@@ -17,24 +17,27 @@ from .._array import transformed
 from ..losses import cross_entropy as math
 from .cross_entropy_blocks import XP, index_block_targets, probability_block_targets
 
-__all__ = ["applies", "block", "forward"]
+__all__ = ["applies", "block", "forward", "numpy_view"]
 
-_DTYPES = (torch.float32, torch.float64, torch.bfloat16)
+_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 _EMPTY = np.zeros(1)
 
 
 def applies(x, shards) -> bool:
-    """A contiguous CPU tensor of float32, float64 or bfloat16, on one device,
+    """A contiguous CPU tensor of float32, float64, bfloat16 or float16, on one device,
     outside ``torch.compile`` and ``torch.func``, with numba installed."""
     return (shards is None and x.device.type == "cpu" and x.dtype in _DTYPES and x.is_contiguous()
             and x.numel() > 0 and not torch.compiler.is_compiling() and not transformed(x) and _cpu.available())
 
 
-def _numpy(t):
-    """A NumPy view of a CPU tensor (bfloat16 as its uint16 bits)."""
+def numpy_view(t):
+    """A NumPy view of a CPU tensor (bfloat16 as its bits in uint16, float16
+    as its bits in int16: two types, so that the kernel knows which it has)."""
     t = t.detach()
     if t.dtype == torch.bfloat16:
         return t.view(torch.int16).numpy().view(np.uint16)
+    if t.dtype == torch.float16:
+        return t.view(torch.int16).numpy()
     return t.numpy()
 
 
@@ -133,14 +136,14 @@ def block(x, grad, tg, opt, v, want_stats=False):
     elif b is not None and b.dim() == 1:
         bmode, bvec = 2, _f64(b, C)
     elif b is not None:
-        bmode, bmat = 3, _numpy(b.to(cdt).contiguous())
+        bmode, bmat = 3, numpy_view(b.to(cdt).contiguous())
     inplace = want_grad and grad.data_ptr() == x.data_ptr()
     outs = [np.empty(N) for _ in range(4)]
     hits = np.zeros(N, dtype=np.bool_)
-    xs = _numpy(x)
+    xs = numpy_view(x)
     work = np.empty(0, np.float64 if x.dtype == torch.float64 else np.float32)
     numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    rows(xs, xs if grad is None else _numpy(grad), work, want_grad, inplace, col.long().numpy(), has_col,
+    rows(xs, xs if grad is None else numpy_view(grad), work, want_grad, inplace, col.long().numpy(), has_col,
          _f64(t.hard, N), _f64(v, N), _f64(vc0, N), bmode, bvec, bmat, float(z), float(cap or 0.0), want_stats,
          *outs, hits)
     if inplace:  # written through NumPy: tell autograd, as an in-place torch op would

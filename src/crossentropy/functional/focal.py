@@ -81,6 +81,7 @@ def _sigmoid_focal_kernel(inputs, targets, alpha, gamma, reduction):
     xp, _, t = binary.read(inputs, targets, reduction, "inputs", "targets", convert=False)
     alpha, gamma = _checks.focal_alpha(alpha), _checks.focal_gamma(gamma)
     from .._torch.binary import elementwise_loss
+    from .._torch.binary_cpu import sigmoid_focal
 
     terms = functools.partial(math.sigmoid_focal_terms, alpha=alpha, gamma=gamma)
     def reference(x):  # the core's differentiable operations, for double backward
@@ -90,7 +91,8 @@ def _sigmoid_focal_kernel(inputs, targets, alpha, gamma, reduction):
         binary.target_values(xp, t, "targets")
         return _triton.load("binary").triton_binary_loss(inputs, t, reduction=reduction, focal=(alpha, gamma),
                                                          name="sigmoid_focal_loss", reference=reference)
-    return elementwise_loss(inputs, terms, (t,), reduction, "sigmoid_focal_loss", "targets", reference=reference)
+    return elementwise_loss(inputs, terms, (t,), reduction, "sigmoid_focal_loss", "targets", reference=reference,
+                            compiled=sigmoid_focal(alpha, gamma))
 
 
 @analytic(_sigmoid_focal_core, kernel=_sigmoid_focal_kernel)
