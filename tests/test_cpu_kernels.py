@@ -206,3 +206,22 @@ def test_the_reuse_switch(monkeypatch):
     leaf.grad = None
     ce.cross_entropy(leaf, y).backward()
     assert not cross_entropy_cpu._HELD
+
+
+@pytest.mark.parametrize("gamma", [0, 1, 1.5, 2, 3, 4, 5])
+def test_every_power_of_the_sigmoid_focal_kernel(gamma):
+    """The compiled sigmoid focal loss takes an integer gamma (0 to 4) as
+    products and any other by ``pow``: each against the core in float64,
+    on confident and uncertain logits, hard and soft targets."""
+    g = torch.Generator().manual_seed(int(gamma * 10))
+    x = torch.randn(4099, generator=g, dtype=torch.float64) * 6
+    t = torch.where(torch.arange(4099) % 3 == 0, torch.rand(4099, generator=g, dtype=torch.float64),
+                    (torch.rand(4099, generator=g) < 0.5).double())
+    assert cross_entropy_cpu.applies(x, None)
+    a = x.clone().requires_grad_(True)
+    loss = ce.sigmoid_focal_loss(a, t, alpha=0.3, gamma=gamma, reduction="none")
+    loss.sum().backward()
+    want, grad = ce.sigmoid_focal_loss.value_and_grad(x.numpy(), t.numpy(), alpha=0.3, gamma=gamma,
+                                                      reduction="none", grad_output=np.ones(4099))
+    np.testing.assert_allclose(loss.detach().numpy(), want, rtol=1e-13, atol=0)
+    np.testing.assert_allclose(a.grad.numpy(), grad, rtol=1e-12, atol=1e-300)

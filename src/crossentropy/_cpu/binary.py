@@ -100,6 +100,24 @@ def _tiny_impl(xi):
     return lambda xi: 2.2250738585072014e-308
 
 
+def _power(q, gamma):
+    raise NotImplementedError
+
+
+@overload(_power)
+def _power_impl(q, gamma):
+    """``q^gamma`` (``0^0 = 1``). An integer ``gamma`` (0 to 4: the sigmoid
+    focal loss's usual 2 among them) is a few products chosen by selects,
+    which vectorise; any other is libm's ``pow``, one element at a time."""
+    if isinstance(gamma, types.Integer):
+        def products(q, gamma):
+            q2 = q * q
+            low = q if gamma == 1 else q - q + 1 if gamma == 0 else q2  # q - q + 1: 1 in q's type
+            return low if gamma <= 2 else q2 * q if gamma == 3 else q2 * q2
+        return products
+    return lambda q, gamma: q**gamma if gamma > 0 else q - q + 1
+
+
 @njit(inline="always")
 def _parts(xi, exact):
     """``(e, small, ls, sgn, s)`` of ``losses.binary.step_parts``, and whether
@@ -148,7 +166,7 @@ def _focal(xi, ti, i, w, pw, has_w, has_pw, alpha, gamma, exact):
     sig_neg = (one - s) + sgn * small
     sig = s - sgn * small
     q = sig * (one - ti) + sig_neg * ti
-    m = q if gamma == 1 else q * q if gamma == 2 else _c(xi, q**gamma) if gamma > 0 else one
+    m = _c(xi, _power(q, gamma))
     loss = ce * m
     dm_ce = _c(xi, gamma) * (one - _c(xi, 2) * ti) * m * (sig * sig_neg / max(q, _c(xi, _tiny(xi)))) * ce
     if np.isinf(xi):  # the limits of 0 * inf (infinite_logits_fixed); NaN logits stay NaN
@@ -213,5 +231,5 @@ def bce_logits(x, t, w, pw, has_w, has_pw, want_grad, want_rows, scale, g, rows)
 @njit(parallel=True, fastmath=_FAST, cache=True)
 def sigmoid_focal(x, t, alpha, gamma, want_grad, want_rows, scale, g, rows):
     """The sigmoid focal loss over flat arrays of one length and dtype, as
-    :func:`bce_logits` (no weights)."""
+    :func:`bce_logits` (no weights); ``gamma`` an int (0 to 4) or a float."""
     return _elementwise(True, x, t, x, x, False, False, alpha, gamma, want_grad, want_rows, scale, g, rows)

@@ -76,6 +76,9 @@ def sigmoid_focal(alpha, gamma):
     ``compiled`` argument of ``_torch.binary.elementwise_loss``."""
     from .._cpu.binary import sigmoid_focal as kernel
 
+    g = float(gamma)
+    g = int(g) if g in (0.0, 1.0, 2.0, 3.0, 4.0) else g  # an integer power by products (_cpu.binary._power)
+
     def compiled(x, t, reduction, want_grad, target_name):
-        return _run(kernel, x, t, reduction, want_grad, target_name, float(alpha), float(gamma))
+        return _run(kernel, x, t, reduction, want_grad, target_name, float(alpha), g)
     return compiled
