@@ -23,8 +23,12 @@ CALLS = {
                                "torch.randint(0, 100, (64,)))"),
     "cross_entropy float64": ("ce.cross_entropy(torch.randn(64, 100, dtype=torch.float64, requires_grad=True), "
                               "torch.randint(0, 100, (64,)))"),
+    "cross_entropy float16": ("ce.cross_entropy(torch.randn(64, 100).half().requires_grad_(True), "
+                              "torch.randint(0, 100, (64,)))"),
     "binary_cross_entropy_with_logits float32": ("ce.binary_cross_entropy_with_logits("
                                                  "torch.randn(1000, requires_grad=True), torch.rand(1000))"),
+    "sigmoid_focal_loss float32": ("ce.sigmoid_focal_loss("
+                                   "torch.randn(1000, requires_grad=True), torch.rand(1000), reduction='sum')"),
 }
 CHILD = """
 import time, torch, crossentropy as ce
