@@ -8,7 +8,14 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["available"]
+__all__ = ["available", "use_threads", "PER_THREAD"]
+
+# Elements from which a call's parallel region takes another thread: torch's
+# own grain size for its CPU kernels (``at::internal::GRAIN_SIZE``). Below it
+# waking a thread costs more than it saves, and with a busy neighbour process
+# a woken thread may wait milliseconds for a core (BENCHMARKS.md, "The
+# compiled CPU kernel": a 256 x 10 cross-entropy took 6 ms a call so).
+PER_THREAD = 1 << 15
 
 _STATE = {}
 
@@ -25,3 +32,12 @@ def available() -> bool:
         else:
             _STATE["ok"] = True
     return _STATE["ok"]
+
+
+def use_threads(elements: int, limit: int) -> None:
+    """Tell numba how many threads the next kernel call on this thread runs
+    on: one per :data:`PER_THREAD` elements, at most ``limit`` (the caller's
+    thread count, e.g. torch's) and ``NUMBA_NUM_THREADS``."""
+    import numba
+
+    numba.set_num_threads(max(1, min(limit, numba.config.NUMBA_NUM_THREADS, -(-elements // PER_THREAD))))

@@ -45,8 +45,6 @@ def _run(kernel, x, t, reduction, want_grad, target_name, *args):
     """``(value, grad or None)`` of ``kernel`` (``bce_logits`` or
     ``sigmoid_focal``, its arguments between the targets and the flags in
     ``args``) as ``_torch.binary._loop`` returns them."""
-    import numba
-
     target_values(_COMPAT, t, target_name)
     n = x.numel()
     scale = float(_reduce.unit_scale(torch, reduction, torch.float64, x, count=n))
@@ -56,7 +54,7 @@ def _run(kernel, x, t, reduction, want_grad, target_name, *args):
     rows = torch.empty_like(x) if reduction == "none" else None
     gs = xs if grad is None else numpy_view(grad.reshape(-1))
     rs = xs if rows is None else numpy_view(rows.reshape(-1))
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    _cpu.use_threads(n, torch.get_num_threads())
     total = kernel(xs, ts, *args, want_grad, rows is not None, scale, gs, rs)
     value = rows if rows is not None else torch.tensor(total * scale, dtype=x.dtype)
     return value, grad

@@ -111,8 +111,6 @@ def block(x, grad, tg, opt, v, want_stats=False):
     Returns the loss rows, the LSE, the hits (argmax == target, with
     ``want_stats``) and the complete ``RowTargets``. Linear cross-entropy
     calls it on each chunk's logits."""
-    import numba
-
     from .._cpu.cross_entropy import rows
 
     N, C = x.shape
@@ -142,7 +140,7 @@ def block(x, grad, tg, opt, v, want_stats=False):
     hits = np.zeros(N, dtype=np.bool_)
     xs = numpy_view(x)
     work = np.empty(0, np.float64 if x.dtype == torch.float64 else np.float32)
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    _cpu.use_threads(N * C, torch.get_num_threads())
     rows(xs, xs if grad is None else numpy_view(grad), work, want_grad, inplace, col.long().numpy(), has_col,
          _f64(t.hard, N), _f64(v, N), _f64(vc0, N), bmode, bvec, bmat, float(z), float(cap or 0.0), want_stats,
          *outs, hits)
