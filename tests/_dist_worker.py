@@ -96,6 +96,96 @@ def check(rank, world):
                 _close(fx.grad, rx.grad, "linear grad input, frozen weight " + tag)
 
 
+# (N, reduction, class weights, label smoothing, z-loss, soft cap, targets, shift, num_items_in_batch):
+# every option, one row, a rank with no target, every row ignored, shift with num_items_in_batch
+TRITON_CONFIGS = [
+    (9, "mean", True, 0.1, 1e-3, 15.0, "mixed", False, None),
+    (1, "sum", False, 0.2, 0.0, None, "mixed", False, None),
+    (9, "none", True, 0.0, 0.0, None, "shard0", False, None),
+    (6, "mean", False, 0.1, 1e-2, None, "ignored", False, None),
+    (4, "mean", True, 0.1, 0.0, 30.0, "mixed", True, 7.0),
+]
+
+
+def check_triton(rank, world, configs=None):
+    """Both vocab-parallel functions with the Triton kernels forced on every
+    rank (CPU tensors, the interpreter, tiles of 16): V=37 in uneven shards
+    (``vocab_start``; 19 + 18 or 13 + 12 + 12 classes, so a shard spans two
+    tiles, the last masked, and the linear kernel's two vocabulary splits),
+    H=20, in float64 and float32, against the single-process float64
+    reference; and the Triton kernels were the ones that ran."""
+    from crossentropy import _triton
+    from crossentropy.cases import paths
+
+    loaded = []
+    load = _triton.load
+    _triton.load = lambda stem: loaded.append(stem) or load(stem)
+    V, H, T = 37, 20, 3
+    start, width, vstart = _bounds(V, world, rank, True)
+    mine = slice(start, start + width)
+    try:
+        for N, reduction, weighted, ls, z, cap, targets, shift, items in configs or TRITON_CONFIGS:
+            g = torch.Generator().manual_seed(N + 10 * len(loaded))
+            lead = (N, T) if shift else (N,)
+            t = torch.randint(0, V, lead, generator=g)
+            if targets == "shard0":  # every target on the first shard: the other ranks hold none
+                t = t % _bounds(V, world, 0, True)[1]
+            t.view(-1)[::4] = -100
+            if targets == "ignored":
+                t[...] = -100
+            w = torch.rand(V, generator=g, dtype=torch.float64) + 0.2 if weighted else None
+            kw = dict(weight=w, reduction=reduction, label_smoothing=ls, z_loss=z, softcap=cap,
+                      num_items_in_batch=items)
+            x = torch.randn(*lead, H, generator=g, dtype=torch.float64)
+            Wf = torch.randn(V, H, generator=g, dtype=torch.float64) / H**0.25
+            bf = torch.randn(V, generator=g, dtype=torch.float64)
+            ref = [a.clone().requires_grad_(True) for a in (x, Wf, bf)]
+            ref_v = ce.linear_cross_entropy(ref[0], ref[1], t, linear_bias=ref[2], shift=shift, **kw)
+            go = torch.rand(ref_v.shape, generator=g, dtype=torch.float64) + 0.5
+            ref_g = torch.autograd.grad(ref_v, ref, go)
+            logits = (x @ Wf.T + bf).reshape(-1, V)[:, :]
+            rl = logits.clone().requires_grad_(True)
+            ce_kw = {k: v for k, v in kw.items()}
+            rt = t.reshape(-1)
+            if shift:  # the logits' cross-entropy of the shifted pairs: rows t, targets t + 1
+                rl_rows, rt = rl.reshape(N, T, V)[:, :-1].reshape(-1, V), t[:, 1:].reshape(-1)
+            else:
+                rl_rows = rl
+            ref_ce = ce.cross_entropy(rl_rows, rt, **ce_kw)
+            ref_ce_g = torch.autograd.grad(ref_ce, rl, go.reshape(ref_ce.shape))[0]
+            for dtype in (torch.float64, torch.float32):
+                tol = 1e-10 if dtype == torch.float64 else paths.tolerance("float32")
+                tag = (f"world={world} rank={rank} N={N} {reduction} w={weighted} ls={ls} z={z} cap={cap} {targets} "
+                       f"shift={shift} items={items} {dtype}")
+                kd = dict(kw, weight=None if w is None else w.to(dtype))
+                ox, oW, ob = (a.to(dtype).requires_grad_(True) for a in (x, Wf[mine], bf[mine]))
+                with _triton.forced(block=16):
+                    val = vocab_parallel_linear_cross_entropy(ox, oW, t, linear_bias_shard=ob, vocab_start=vstart,
+                                                              shift=shift, **kd)
+                got = torch.autograd.grad(val, (ox, oW, ob), go.to(dtype))
+                _close_to(val, ref_v, tol, "linear value " + tag)
+                for name, a, b in zip(("input", "weight", "bias"), got, (ref_g[0], ref_g[1][mine], ref_g[2][mine])):
+                    _close_to(a, b, tol, f"linear grad {name} " + tag)
+                if shift:
+                    continue
+                shard = logits[:, mine].to(dtype).requires_grad_(True)
+                with _triton.forced(block=16):
+                    val = vocab_parallel_cross_entropy(shard, t, vocab_start=vstart, **kd)
+                (gs,) = torch.autograd.grad(val, shard, go.to(dtype))
+                _close_to(val, ref_ce, tol, "value " + tag)
+                _close_to(gs, ref_ce_g[:, mine], tol, "grad " + tag)
+    finally:
+        _triton.load = load
+    assert "linear" in loaded and "cross_entropy" in loaded, f"the Triton kernels did not run: {loaded}"
+
+
+def _close_to(a, b, tol, what):
+    a = a.detach().double()
+    scale = max(1.0, b.abs().max().item() if b.numel() else 1.0)
+    err = (a - b).abs().max().item() if a.numel() else 0.0
+    assert a.shape == b.shape and err <= tol * scale, f"{what}: max error {err:.3e} (scale {scale:.3e})"
+
+
 def _hvp(f, args, vs, go):
     """The gradient of <d(go . f)/d args, vs> (double backward), per argument."""
     leaves = [a.clone().requires_grad_(True) for a in args]
@@ -121,3 +211,7 @@ def in_group(rank, world, init_file, result_dir, body):
 
 def run(rank, world, init_file, result_dir):
     in_group(rank, world, init_file, result_dir, lambda: check(rank, world))
+
+
+def run_triton(rank, world, init_file, result_dir):
+    in_group(rank, world, init_file, result_dir, lambda: check_triton(rank, world))
