@@ -25,6 +25,10 @@ own shard with no further communication. The backward of
 ``vocab_parallel_cross_entropy`` is local; ``vocab_parallel_linear_cross_entropy``
 adds one all-reduce of the input gradient (``H`` numbers a row).
 
+On CUDA tensors, when triton imports, both functions take the Triton
+kernels of one device (``crossentropy._triton``) on the rank's shard, with
+the same merge and the same collectives; CPU tensors take the torch kernels.
+
 Targets are global class indices, replicated on every rank; class weights,
 when given, are the global ``(V,)`` vector, replicated. A rank on which no
 target falls, and a batch in which every target is ignored, both work.

@@ -20,6 +20,16 @@ of :mod:`crossentropy.losses.cross_entropy` in between.
    the logits: one more read and one write, into the logits' own buffer
    with ``inplace_backward``.
 
+Vocab-parallel (``shards``, from
+``crossentropy.distributed.vocab_parallel_cross_entropy`` on CUDA shards):
+the same two launches over this rank's columns. Step 2 then starts with
+``_torch.cross_entropy_blocks.finish_rows``, which moves the shard's
+statistics to the global maximum and sums them over the ranks (two
+all-reduces of ``(N,)`` vectors, ``losses.cross_entropy.reshift``), as it
+does for the torch kernel; the gradient launch takes the global shift and
+``Σ``, the target column local to the shard (-1 where the target is on
+another rank), and the shard's slice of the smoothing weights.
+
 Everything is accumulated in float32 (float64 for float64 logits); nothing
 is read back to the host, so a step that calls this can be captured in a CUDA
 graph. The gradient is kept for a backward that only multiplies it by

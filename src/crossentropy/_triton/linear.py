@@ -9,7 +9,9 @@ kernel does over a row (``_triton.cross_entropy``): the maximum, ``Σ``, the
 soft dot and ``B``, and the raw target logit from the tile that holds it.
 The splits are then merged in torch by ``losses.cross_entropy.reshift``, the
 same identities that merge the vocabulary shards of vocab-parallel
-cross-entropy, and the loss rows come from ``row_loss``.
+cross-entropy, and the loss rows come from ``row_loss`` (through
+``_torch.cross_entropy_blocks.finish_rows``, which every cross-entropy
+kernel finishes its rows with).
 
 Backward (``_grad_kernel``): each program takes a block of rows and one tile
 of the vocabulary, forms the logits again, turns them into the logit
@@ -23,11 +25,28 @@ bfloat16/float16 operands; the torch path rounds it so for ``dX`` too); the
 products accumulate in float32. Float32 inputs multiply in IEEE float32 (no
 TF32), float64 ones in float64. No gradient filter: every tile is computed.
 
-Served here: a 2-D weight (``(V, H)``), index or probability targets, every
-option (class weights, ``ignore_index``, label smoothing, z-loss, soft cap,
-``num_items_in_batch``), a bias, ``shift``; the rows walked are the plan's
-(``_torch.linear.prepare``). A K-dimensional weight, the vocab-parallel
-function and an ``accum_dtype`` other than the default take the torch kernel.
+Vocab-parallel (``plan.shards``, from
+``crossentropy.distributed.vocab_parallel_linear_cross_entropy``): ``W`` is
+this rank's rows ``[v0, v0 + V_r)`` of the classifier, and the kernels are
+the same. The forward's statistics are this shard's (each row's target
+column is its global index minus ``v0`` where it falls in the shard, -1
+elsewhere; the smoothing weights are the shard's slice of ``ε w_c / V``,
+``V`` global); ``finish_rows`` merges them over the ranks exactly as it
+merges the torch kernel's chunks (a MAX of the row maxima, one SUM of the
+re-shifted ``Σ``, target logit and soft dot), so every rank holds the global
+shift, ``Σ`` and LSE, and the loss rows are the single-device formula's.
+The backward runs on the local tiles with those global statistics
+(``e^{s_j - m} / Σ`` is the global softmax), so ``dW`` and ``db`` of the
+shard need no communication, and ``dX``, to which every shard contributes,
+is summed over the ranks (one all-reduce of ``N x H`` in float32). Nothing
+is read back to the host: the collectives take device tensors.
+
+Served here: a 2-D weight (``(V, H)``, or a shard of one), index or
+probability targets (index only with shards, as the vocab-parallel function
+takes), every option (class weights, ``ignore_index``, label smoothing,
+z-loss, soft cap, ``num_items_in_batch``), a bias, ``shift``; the rows
+walked are the plan's (``_torch.linear.prepare``). A K-dimensional weight
+and an ``accum_dtype`` other than the default take the torch kernel.
 """
 
 from __future__ import annotations
