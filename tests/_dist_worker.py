@@ -113,7 +113,8 @@ def check_triton(rank, world, configs=None):
     (``vocab_start``; 19 + 18 or 13 + 12 + 12 classes, so a shard spans two
     tiles, the last masked, and the linear kernel's two vocabulary splits),
     H=20, in float64 and float32, against the single-process float64
-    reference; and the Triton kernels were the ones that ran."""
+    reference; the Triton kernels were the ones that ran, and are not
+    without ``forced()``."""
     from crossentropy import _triton
     from crossentropy.cases import paths
 
@@ -124,8 +125,8 @@ def check_triton(rank, world, configs=None):
     start, width, vstart = _bounds(V, world, rank, True)
     mine = slice(start, start + width)
     try:
-        for N, reduction, weighted, ls, z, cap, targets, shift, items in configs or TRITON_CONFIGS:
-            g = torch.Generator().manual_seed(N + 10 * len(loaded))
+        for k, (N, reduction, weighted, ls, z, cap, targets, shift, items) in enumerate(configs or TRITON_CONFIGS):
+            g = torch.Generator().manual_seed(k)
             lead = (N, T) if shift else (N,)
             t = torch.randint(0, V, lead, generator=g)
             if targets == "shard0":  # every target on the first shard: the other ranks hold none
@@ -143,16 +144,10 @@ def check_triton(rank, world, configs=None):
             ref_v = ce.linear_cross_entropy(ref[0], ref[1], t, linear_bias=ref[2], shift=shift, **kw)
             go = torch.rand(ref_v.shape, generator=g, dtype=torch.float64) + 0.5
             ref_g = torch.autograd.grad(ref_v, ref, go)
-            logits = (x @ Wf.T + bf).reshape(-1, V)[:, :]
-            rl = logits.clone().requires_grad_(True)
-            ce_kw = {k: v for k, v in kw.items()}
-            rt = t.reshape(-1)
-            if shift:  # the logits' cross-entropy of the shifted pairs: rows t, targets t + 1
-                rl_rows, rt = rl.reshape(N, T, V)[:, :-1].reshape(-1, V), t[:, 1:].reshape(-1)
-            else:
-                rl_rows = rl
-            ref_ce = ce.cross_entropy(rl_rows, rt, **ce_kw)
-            ref_ce_g = torch.autograd.grad(ref_ce, rl, go.reshape(ref_ce.shape))[0]
+            if not shift:  # the logits' own cross-entropy, for vocab_parallel_cross_entropy
+                logits = (x @ Wf.T + bf).requires_grad_(True)
+                ref_ce = ce.cross_entropy(logits, t, **kw)
+                (ref_ce_g,) = torch.autograd.grad(ref_ce, logits, go)
             for dtype in (torch.float64, torch.float32):
                 tol = 1e-10 if dtype == torch.float64 else paths.tolerance("float32")
                 tag = (f"world={world} rank={rank} N={N} {reduction} w={weighted} ls={ls} z={z} cap={cap} {targets} "
@@ -168,15 +163,38 @@ def check_triton(rank, world, configs=None):
                     _close_to(a, b, tol, f"linear grad {name} " + tag)
                 if shift:
                     continue
-                shard = logits[:, mine].to(dtype).requires_grad_(True)
+                shard = logits.detach()[:, mine].to(dtype).requires_grad_(True)
                 with _triton.forced(block=16):
                     val = vocab_parallel_cross_entropy(shard, t, vocab_start=vstart, **kd)
                 (gs,) = torch.autograd.grad(val, shard, go.to(dtype))
                 _close_to(val, ref_ce, tol, "value " + tag)
                 _close_to(gs, ref_ce_g[:, mine], tol, "grad " + tag)
+        assert "linear" in loaded and "cross_entropy" in loaded, f"the Triton kernels did not run: {loaded}"
+        # double backward through the Triton Functions: their reference, with the collectives autograd records
+        g = torch.Generator().manual_seed(5)
+        x, Wf = torch.randn(5, H, generator=g, dtype=torch.float64), torch.randn(V, H, generator=g, dtype=torch.float64)
+        t = torch.tensor([0, V - 1, 3, -100, _bounds(V, world, world - 1, True)[0]])  # the last shard's first class
+        kw = dict(label_smoothing=0.1, z_loss=1e-2, softcap=20.0)
+        vs = [torch.randn(a.shape, generator=g, dtype=torch.float64) for a in (x, Wf)]
+        vz = torch.randn(5, V, generator=g, dtype=torch.float64)  # a tangent of the logits, every rank its columns
+        go = torch.tensor(1.3, dtype=torch.float64)
+        want = _hvp(lambda a, W: ce.cross_entropy(a @ W.T, t, **kw), (x, Wf), vs, go)
+        with _triton.forced(block=16):
+            got = _hvp(lambda a, W: vocab_parallel_linear_cross_entropy(a, W, t, vocab_start=vstart, **kw),
+                       (x, Wf[mine]), (vs[0], vs[1][mine]), go)
+            got_ce = _hvp(lambda z: vocab_parallel_cross_entropy(z, t, vocab_start=vstart, **kw),
+                          ((x @ Wf.T)[:, mine],), (vz[:, mine],), go)
+        want_ce = _hvp(lambda z: ce.cross_entropy(z, t, **kw), (x @ Wf.T,), (vz,), go)
+        _close_to(got[0], want[0], 1e-10, "linear Hessian-vector product, input")
+        _close_to(got[1], want[1][mine], 1e-10, "linear Hessian-vector product, weight")
+        _close_to(got_ce[0], want_ce[0][:, mine], 1e-10, "Hessian-vector product")
+        del loaded[:]  # outside forced(), CPU tensors keep the torch kernels
+        t = torch.tensor([0, V - 1, -100])
+        vocab_parallel_cross_entropy(torch.randn(3, width), t, vocab_start=vstart)
+        vocab_parallel_linear_cross_entropy(torch.randn(3, H), torch.randn(width, H), t, vocab_start=vstart)
+        assert loaded == [], f"CPU tensors took the Triton kernels unforced: {loaded}"
     finally:
         _triton.load = load
-    assert "linear" in loaded and "cross_entropy" in loaded, f"the Triton kernels did not run: {loaded}"
 
 
 def _close_to(a, b, tol, what):
