@@ -38,7 +38,10 @@ were called alike: the shards tile ``[0, V)``, and the batch, dtype, targets,
 weights and options agree (``crossentropy._torch.distributed``: one
 all-gather of 22 int64 numbers a rank and a host read). Every rank then
 raises the same ``ValueError`` naming what differs. ``check_ranks=False``
-skips it, for a caller who has checked once.
+skips it, for a caller who has checked once; nothing is then read back to
+the host (a step can be captured in a CUDA graph), except where the global
+vocabulary size is known from nothing else: uneven shards (``vocab_start``)
+without class weights cost one all-reduce of the widths and a host read.
 
 Both functions have second derivatives and run under ``torch.func``
 (``grad``, ``vjp``, ``jacrev``, ``jvp``, forward-mode AD, ``vmap`` over an
