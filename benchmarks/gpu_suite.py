@@ -8,7 +8,9 @@ On a GPU, in order:
 1. the tests of the Triton kernels on CUDA tensors, compiled
    (``pytest tests/test_triton.py``: the registry's sample, the odd sizes,
    the dispatch; with ``--all-tests``, ``CROSSENTROPY_SLOW=1``: every
-   registry case through both Triton paths, minutes more), unless ``--no-tests``;
+   registry case through both Triton paths, minutes more; and the
+   vocab-parallel functions at odd sizes on 1 and 2 gloo ranks sharing the
+   GPU, ``tests/test_distributed.py``), unless ``--no-tests``;
 2. a step that calls each kernel under ``torch.compile(fullgraph=True)`` and
    captured in a CUDA graph, then replayed, against the eager step's values
    (the kernels read nothing back to the host: both must work);
@@ -315,6 +317,9 @@ def run_tests(smoke, every=False):
                                                                                         "test_triton.py")]
     if smoke:  # the step itself, not the whole set: a test that is quick under the interpreter
         cmd += ["-k", "sample_covers or untouched"]
+    else:  # and the vocab-parallel functions on the Triton kernels, 1 and 2 gloo ranks sharing the GPU
+        cmd.append(os.path.join(ROOT, "tests", "test_distributed.py") +
+                   "::test_vocab_parallel_on_the_triton_kernels_at_odd_sizes")
     elif every:
         env["CROSSENTROPY_SLOW"] = "1"
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
@@ -466,7 +471,7 @@ def main(argv=None):
     if not args.no_tests:
         ok, line = run_tests(args.smoke, args.all_tests)
         what = "smoke selection" if args.smoke else \
-            "test_triton.py" + (", CROSSENTROPY_SLOW=1" if args.all_tests else "")
+            "test_triton.py, test_distributed.py's Triton test" + (", CROSSENTROPY_SLOW=1" if args.all_tests else "")
         say(f"\ntests ({what}): "
             f"{'passed' if ok else 'FAILED'}: {line}")
     if device == "cuda":

@@ -107,13 +107,14 @@ TRITON_CONFIGS = [
 ]
 
 
-def check_triton(rank, world, configs=None):
+def check_triton(rank, world, device="cpu", configs=None):
     """Both vocab-parallel functions with the Triton kernels forced on every
-    rank (CPU tensors, the interpreter, tiles of 16): V=37 in uneven shards
+    rank (tiles of 16; on CPU tensors under the interpreter, or compiled on
+    ``device="cuda"``, the ranks sharing one GPU through gloo): V=37 in uneven shards
     (``vocab_start``; 19 + 18 or 13 + 12 + 12 classes, so a shard spans two
     tiles, the last masked, and the linear kernel's two vocabulary splits),
     H=20, in float64 and float32, against the single-process float64
-    reference; the Triton kernels were the ones that ran, and are not
+    reference; the Triton kernels were the ones that ran, and (CPU) are not
     without ``forced()``."""
     from crossentropy import _triton
     from crossentropy.cases import paths
@@ -152,21 +153,22 @@ def check_triton(rank, world, configs=None):
                 tol = 1e-10 if dtype == torch.float64 else paths.tolerance("float32")
                 tag = (f"world={world} rank={rank} N={N} {reduction} w={weighted} ls={ls} z={z} cap={cap} {targets} "
                        f"shift={shift} items={items} {dtype}")
-                kd = dict(kw, weight=None if w is None else w.to(dtype))
-                ox, oW, ob = (a.to(dtype).requires_grad_(True) for a in (x, Wf[mine], bf[mine]))
+                kd = dict(kw, weight=None if w is None else w.to(dtype).to(device))
+                ox, oW, ob = (a.to(dtype).to(device).requires_grad_(True) for a in (x, Wf[mine], bf[mine]))
+                td, god = t.to(device), go.to(dtype).to(device)
                 with _triton.forced(block=16):
-                    val = vocab_parallel_linear_cross_entropy(ox, oW, t, linear_bias_shard=ob, vocab_start=vstart,
+                    val = vocab_parallel_linear_cross_entropy(ox, oW, td, linear_bias_shard=ob, vocab_start=vstart,
                                                               shift=shift, **kd)
-                got = torch.autograd.grad(val, (ox, oW, ob), go.to(dtype))
+                got = torch.autograd.grad(val, (ox, oW, ob), god)
                 _close_to(val, ref_v, tol, "linear value " + tag)
                 for name, a, b in zip(("input", "weight", "bias"), got, (ref_g[0], ref_g[1][mine], ref_g[2][mine])):
                     _close_to(a, b, tol, f"linear grad {name} " + tag)
                 if shift:
                     continue
-                shard = logits.detach()[:, mine].to(dtype).requires_grad_(True)
+                shard = logits.detach()[:, mine].to(dtype).to(device).requires_grad_(True)
                 with _triton.forced(block=16):
-                    val = vocab_parallel_cross_entropy(shard, t, vocab_start=vstart, **kd)
-                (gs,) = torch.autograd.grad(val, shard, go.to(dtype))
+                    val = vocab_parallel_cross_entropy(shard, td, vocab_start=vstart, **kd)
+                (gs,) = torch.autograd.grad(val, shard, god)
                 _close_to(val, ref_ce, tol, "value " + tag)
                 _close_to(gs, ref_ce_g[:, mine], tol, "grad " + tag)
         assert "linear" in loaded and "cross_entropy" in loaded, f"the Triton kernels did not run: {loaded}"
@@ -179,26 +181,29 @@ def check_triton(rank, world, configs=None):
         vz = torch.randn(5, V, generator=g, dtype=torch.float64)  # a tangent of the logits, every rank its columns
         go = torch.tensor(1.3, dtype=torch.float64)
         want = _hvp(lambda a, W: ce.cross_entropy(a @ W.T, t, **kw), (x, Wf), vs, go)
-        with _triton.forced(block=16):
-            got = _hvp(lambda a, W: vocab_parallel_linear_cross_entropy(a, W, t, vocab_start=vstart, **kw),
-                       (x, Wf[mine]), (vs[0], vs[1][mine]), go)
-            got_ce = _hvp(lambda z: vocab_parallel_cross_entropy(z, t, vocab_start=vstart, **kw),
-                          ((x @ Wf.T)[:, mine],), (vz[:, mine],), go)
         want_ce = _hvp(lambda z: ce.cross_entropy(z, t, **kw), (x @ Wf.T,), (vz,), go)
+        on = (lambda a: a.to(device))  # noqa: E731
+        td, god = on(t), on(go)
+        with _triton.forced(block=16):
+            got = _hvp(lambda a, W: vocab_parallel_linear_cross_entropy(a, W, td, vocab_start=vstart, **kw),
+                       (on(x), on(Wf[mine])), (on(vs[0]), on(vs[1][mine])), god)
+            got_ce = _hvp(lambda z: vocab_parallel_cross_entropy(z, td, vocab_start=vstart, **kw),
+                          (on((x @ Wf.T)[:, mine]),), (on(vz[:, mine]),), god)
         _close_to(got[0], want[0], 1e-10, "linear Hessian-vector product, input")
         _close_to(got[1], want[1][mine], 1e-10, "linear Hessian-vector product, weight")
         _close_to(got_ce[0], want_ce[0][:, mine], 1e-10, "Hessian-vector product")
-        del loaded[:]  # outside forced(), CPU tensors keep the torch kernels
-        t = torch.tensor([0, V - 1, -100])
-        vocab_parallel_cross_entropy(torch.randn(3, width), t, vocab_start=vstart)
-        vocab_parallel_linear_cross_entropy(torch.randn(3, H), torch.randn(width, H), t, vocab_start=vstart)
-        assert loaded == [], f"CPU tensors took the Triton kernels unforced: {loaded}"
+        if device == "cpu":  # outside forced(), CPU tensors keep the torch kernels
+            del loaded[:]
+            t = torch.tensor([0, V - 1, -100])
+            vocab_parallel_cross_entropy(torch.randn(3, width), t, vocab_start=vstart)
+            vocab_parallel_linear_cross_entropy(torch.randn(3, H), torch.randn(width, H), t, vocab_start=vstart)
+            assert loaded == [], f"CPU tensors took the Triton kernels unforced: {loaded}"
     finally:
         _triton.load = load
 
 
 def _close_to(a, b, tol, what):
-    a = a.detach().double()
+    a = a.detach().double().cpu()
     scale = max(1.0, b.abs().max().item() if b.numel() else 1.0)
     err = (a - b).abs().max().item() if a.numel() else 0.0
     assert a.shape == b.shape and err <= tol * scale, f"{what}: max error {err:.3e} (scale {scale:.3e})"
@@ -231,5 +236,5 @@ def run(rank, world, init_file, result_dir):
     in_group(rank, world, init_file, result_dir, lambda: check(rank, world))
 
 
-def run_triton(rank, world, init_file, result_dir):
-    in_group(rank, world, init_file, result_dir, lambda: check_triton(rank, world))
+def run_triton(rank, world, init_file, result_dir, device="cpu"):
+    in_group(rank, world, init_file, result_dir, lambda: check_triton(rank, world, device))

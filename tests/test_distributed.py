@@ -83,14 +83,16 @@ def test_registry_cases_through_both_vocab_parallel_functions_on_the_triton_kern
         assert msg == "ok", f"rank {rank}:\n{msg}"
 
 
-@INTERPRETED
+@pytest.mark.skipif(paths.triton_device() is None, reason="needs triton (and a GPU, or TRITON_INTERPRET=1)")
 @pytest.mark.parametrize("world", [1, 2])
 def test_vocab_parallel_on_the_triton_kernels_at_odd_sizes(world, tmp_path):
     """Uneven shards that span tiles and splits, one row, a rank with no
     target, every row ignored, shift and num_items_in_batch, every option,
-    float64 and float32 (``_dist_worker.check_triton``); world size 1 is the
-    real process group of one that the GPU suite runs."""
-    mp.spawn(_dist_worker.run_triton, args=(world, str(tmp_path / "init"), str(tmp_path)), nprocs=world, join=True)
+    float64 and float32, double backward (``_dist_worker.check_triton``);
+    world size 1 is the real process group of one that the GPU suite runs.
+    With a GPU, on CUDA tensors, the ranks sharing it through gloo."""
+    mp.spawn(_dist_worker.run_triton, args=(world, str(tmp_path / "init"), str(tmp_path), paths.triton_device()),
+             nprocs=world, join=True)
     for rank in range(world):
         msg = (tmp_path / f"rank{rank}.txt").read_text()
         assert msg == "ok", f"rank {rank}:\n{msg}"
