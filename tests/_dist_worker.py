@@ -1,6 +1,7 @@
 """Worker for test_distributed.py: one rank of a gloo group checking the
 vocab-parallel functions against single-process ones on the full problem."""
 
+import functools
 import itertools
 import traceback
 
@@ -110,8 +111,8 @@ TRITON_CONFIGS = [
 def check_triton(rank, world, device="cpu", configs=None):
     """Both vocab-parallel functions with the Triton kernels forced on every
     rank (tiles of 16; on CPU tensors under the interpreter, or compiled on
-    ``device="cuda"``, the ranks sharing one GPU through gloo): V=37 in uneven shards
-    (``vocab_start``; 19 + 18 or 13 + 12 + 12 classes, so a shard spans two
+    ``device="cuda"``, the ranks sharing one GPU through gloo): V=37 in
+    uneven shards (``vocab_start``; 19 + 18 or 13 + 12 + 12 classes, so a shard spans two
     tiles, the last masked, and the linear kernel's two vocabulary splits),
     H=20, in float64 and float32, against the single-process float64
     reference; the Triton kernels were the ones that ran, and (CPU) are not
@@ -124,6 +125,9 @@ def check_triton(rank, world, device="cpu", configs=None):
     _triton.load = lambda stem: loaded.append(stem) or load(stem)
     V, H, T = 37, 20, 3
     start, width, vstart = _bounds(V, world, rank, True)
+    # the ranks' check all-gathers, which gloo does not do on CUDA tensors
+    vp = functools.partial(vocab_parallel_cross_entropy, vocab_start=vstart, check_ranks=device == "cpu")
+    vpl = functools.partial(vocab_parallel_linear_cross_entropy, vocab_start=vstart, check_ranks=device == "cpu")
     mine = slice(start, start + width)
     try:
         for k, (N, reduction, weighted, ls, z, cap, targets, shift, items) in enumerate(configs or TRITON_CONFIGS):
@@ -157,8 +161,7 @@ def check_triton(rank, world, device="cpu", configs=None):
                 ox, oW, ob = (a.to(dtype).to(device).requires_grad_(True) for a in (x, Wf[mine], bf[mine]))
                 td, god = t.to(device), go.to(dtype).to(device)
                 with _triton.forced(block=16):
-                    val = vocab_parallel_linear_cross_entropy(ox, oW, td, linear_bias_shard=ob, vocab_start=vstart,
-                                                              shift=shift, **kd)
+                    val = vpl(ox, oW, td, linear_bias_shard=ob, shift=shift, **kd)
                 got = torch.autograd.grad(val, (ox, oW, ob), god)
                 _close_to(val, ref_v, tol, "linear value " + tag)
                 for name, a, b in zip(("input", "weight", "bias"), got, (ref_g[0], ref_g[1][mine], ref_g[2][mine])):
@@ -167,7 +170,7 @@ def check_triton(rank, world, device="cpu", configs=None):
                     continue
                 shard = logits.detach()[:, mine].to(dtype).to(device).requires_grad_(True)
                 with _triton.forced(block=16):
-                    val = vocab_parallel_cross_entropy(shard, td, vocab_start=vstart, **kd)
+                    val = vp(shard, td, **kd)
                 (gs,) = torch.autograd.grad(val, shard, god)
                 _close_to(val, ref_ce, tol, "value " + tag)
                 _close_to(gs, ref_ce_g[:, mine], tol, "grad " + tag)
@@ -185,18 +188,16 @@ def check_triton(rank, world, device="cpu", configs=None):
         on = (lambda a: a.to(device))  # noqa: E731
         td, god = on(t), on(go)
         with _triton.forced(block=16):
-            got = _hvp(lambda a, W: vocab_parallel_linear_cross_entropy(a, W, td, vocab_start=vstart, **kw),
-                       (on(x), on(Wf[mine])), (on(vs[0]), on(vs[1][mine])), god)
-            got_ce = _hvp(lambda z: vocab_parallel_cross_entropy(z, td, vocab_start=vstart, **kw),
-                          (on((x @ Wf.T)[:, mine]),), (on(vz[:, mine]),), god)
+            got = _hvp(lambda a, W: vpl(a, W, td, **kw), (on(x), on(Wf[mine])), (on(vs[0]), on(vs[1][mine])), god)
+            got_ce = _hvp(lambda z: vp(z, td, **kw), (on((x @ Wf.T)[:, mine]),), (on(vz[:, mine]),), god)
         _close_to(got[0], want[0], 1e-10, "linear Hessian-vector product, input")
         _close_to(got[1], want[1][mine], 1e-10, "linear Hessian-vector product, weight")
         _close_to(got_ce[0], want_ce[0][:, mine], 1e-10, "Hessian-vector product")
         if device == "cpu":  # outside forced(), CPU tensors keep the torch kernels
             del loaded[:]
             t = torch.tensor([0, V - 1, -100])
-            vocab_parallel_cross_entropy(torch.randn(3, width), t, vocab_start=vstart)
-            vocab_parallel_linear_cross_entropy(torch.randn(3, H), torch.randn(width, H), t, vocab_start=vstart)
+            vp(torch.randn(3, width), t)
+            vpl(torch.randn(3, H), torch.randn(width, H), t)
             assert loaded == [], f"CPU tensors took the Triton kernels unforced: {loaded}"
     finally:
         _triton.load = load
