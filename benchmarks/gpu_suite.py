@@ -8,7 +8,9 @@ On a GPU, in order:
 1. the tests of the Triton kernels on CUDA tensors, compiled
    (``pytest tests/test_triton.py``: the registry's sample, the odd sizes,
    the dispatch; with ``--all-tests``, ``CROSSENTROPY_SLOW=1``: every
-   registry case through both Triton paths, minutes more), unless ``--no-tests``;
+   registry case through both Triton paths, minutes more; and the
+   vocab-parallel functions at odd sizes on 1 and 2 gloo ranks sharing the
+   GPU, ``tests/test_distributed.py``), unless ``--no-tests``;
 2. a step that calls each kernel under ``torch.compile(fullgraph=True)`` and
    captured in a CUDA graph, then replayed, against the eager step's values
    (the kernels read nothing back to the host: both must work);
@@ -22,7 +24,16 @@ On a GPU, in order:
    logits) and linear cross-entropy at N=8192, H=2304, V=256000 (CCE's
    Gemma 2 head; bfloat16), each scaled down by ``--scale``, against torch
    eager, ``torch.compile``, the torch kernels of this project, and
-   Liger-Kernel and cut-cross-entropy when they import.
+   Liger-Kernel and cut-cross-entropy when they import;
+5. the vocab-parallel functions on a real process group of one rank (NCCL
+   on the GPU, gloo with ``--smoke``), which take the same Triton kernels:
+   each function with every option against the single-process float64
+   result at odd sizes (and that the Triton kernels are what ran), forward +
+   backward time against this project's torch kernels at the shapes of 4
+   (``check_ranks=False``: the check's all-gather and host read are a
+   caller's choice), then ``torch.compile(fullgraph=True)`` and CUDA graph
+   capture of a step calling each, last, so that a failed capture cannot
+   disturb the timings.
 
 It prints markdown tables (and writes them to ``--out`` when given). With
 ``--smoke`` (no GPU needed) the same code runs on CPU tensors under
@@ -193,6 +204,100 @@ def linear_methods(torch, device, smoke):
     return methods
 
 
+def process_group(device):
+    """A real process group of one rank, for the vocab-parallel functions:
+    NCCL on a GPU (gloo where NCCL is missing), gloo on CPU. Returns the backend."""
+    import tempfile
+
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        backend = "nccl" if device == "cuda" and dist.is_nccl_available() else "gloo"
+        init = os.path.join(tempfile.mkdtemp(), "init")
+        dist.init_process_group(backend, init_method=f"file://{init}", rank=0, world_size=1)
+    return dist.get_backend()
+
+
+def vocab_parallel_checks(torch, device, smoke):
+    """Both vocab-parallel functions (float32 on the device, the Triton kernels)
+    against single-process float64 on CPU, at sizes that are no multiple of a
+    tile, with and without every option: one row each."""
+    import crossentropy as ce
+    from crossentropy import _triton
+    from crossentropy.cases import paths
+    from crossentropy.distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
+
+    N, H, V = (9, 20, 37) if smoke else (301, 200, 5003)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(N, H, generator=g, dtype=torch.float64)
+    W = torch.randn(V, H, generator=g, dtype=torch.float64) / H**0.5
+    b = torch.randn(V, generator=g, dtype=torch.float64)
+    y = torch.randint(0, V, (N,), generator=g)
+    y[::5] = -100
+    w = torch.rand(V, generator=g, dtype=torch.float64) + 0.5
+    options = {"defaults": {}, "every option": dict(weight=w, label_smoothing=0.1, z_loss=1e-3, softcap=30.0,
+                                                   reduction="sum")}
+    loaded = []
+    load = _triton.load
+    _triton.load = lambda stem: loaded.append(stem) or load(stem)
+    rows = []
+    tol = paths.tolerance("float32")
+    try:
+        for label, kw in options.items():
+            dev_kw = {k: v.float().to(device) if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+            logits = x @ W.T + b
+            for fn in ("vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"):
+                del loaded[:]
+                if fn == "vocab_parallel_cross_entropy":
+                    ref_leaves = [logits.clone().requires_grad_(True)]
+                    want = ce.cross_entropy(ref_leaves[0], y, **kw)
+                    leaves = [logits.float().to(device).requires_grad_(True)]
+                    with _triton.forced(block=16 if smoke else None):
+                        got = vocab_parallel_cross_entropy(leaves[0], y.to(device), **dev_kw)
+                else:
+                    ref_leaves = [a.clone().requires_grad_(True) for a in (x, W, b)]
+                    want = ce.linear_cross_entropy(*ref_leaves[:2], y, linear_bias=ref_leaves[2], **kw)
+                    leaves = [a.float().to(device).requires_grad_(True) for a in (x, W, b)]
+                    with _triton.forced(block=16 if smoke else None):
+                        got = vocab_parallel_linear_cross_entropy(leaves[0], leaves[1], y.to(device),
+                                                                  linear_bias_shard=leaves[2], **dev_kw)
+                diffs = [paths.error(got.detach().double().cpu().numpy(), want.detach().numpy())]
+                for a, r in zip(torch.autograd.grad(got, leaves), torch.autograd.grad(want, ref_leaves)):
+                    diffs.append(paths.error(a.double().cpu().numpy(), r.numpy()))
+                kernel = "cross_entropy" if fn == "vocab_parallel_cross_entropy" else "linear"
+                ok = max(diffs) <= tol and kernel in loaded
+                rows.append((fn, label, f"{max(diffs):.2e}", "passed" if ok else
+                             "FAILED" + ("" if kernel in loaded else ": the Triton kernels did not run")))
+    finally:
+        _triton.load = load
+    return rows
+
+
+def vocab_parallel_methods(torch, kind, smoke):
+    """``kind`` "ce" or "linear": the vocab-parallel function (group of one,
+    ``check_ranks=False``) on the Triton kernels and on the torch kernels, and
+    the one-device function on the Triton kernels."""
+    import crossentropy as ce
+    from crossentropy import _triton
+    from crossentropy.distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
+
+    def forced(fn):
+        def run(*a, **k):
+            with _triton.forced():
+                return fn(*a, **k)
+
+        return run
+
+    if kind == "ce":
+        vp = lambda x, y: vocab_parallel_cross_entropy(x, y, check_ranks=False)  # noqa: E731
+        one = ce.cross_entropy
+    else:
+        vp = lambda x, W, y: vocab_parallel_linear_cross_entropy(x, W, y, check_ranks=False)  # noqa: E731
+        one = ce.linear_cross_entropy
+    return {"ours vocab-parallel (Triton)": forced(vp), "ours vocab-parallel (torch kernel)": _torch_kernels(torch, vp),
+            "ours one device (Triton)": forced(one)}
+
+
 def _missing(e):
     def missing(*a, **k):
         raise RuntimeError(f"not importable: {type(e).__name__}: {e}")
@@ -212,18 +317,20 @@ def run_tests(smoke, every=False):
                                                                                         "test_triton.py")]
     if smoke:  # the step itself, not the whole set: a test that is quick under the interpreter
         cmd += ["-k", "sample_covers or untouched"]
-    elif every:
-        env["CROSSENTROPY_SLOW"] = "1"
+    else:  # and the vocab-parallel functions on the Triton kernels, 1 and 2 gloo ranks sharing the GPU
+        cmd.append(os.path.join(ROOT, "tests", "test_distributed.py") +
+                   "::test_vocab_parallel_on_the_triton_kernels_at_odd_sizes")
+        if every:
+            env["CROSSENTROPY_SLOW"] = "1"
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
     lines = [ln for ln in out.stdout.strip().splitlines() if ln.strip()]
     return out.returncode == 0, (lines[-1] if lines else out.stderr.strip()[-300:])
 
 
-def graph_checks(torch, device):
-    """torch.compile(fullgraph=True) and CUDA graph capture of a step calling each kernel."""
+def kernel_cases(torch, device):
+    """A step of each kernel for :func:`graph_checks`: name -> (loss of the leaves, leaves)."""
     import crossentropy as ce
 
-    rows = []
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(64, 1000, device=device, generator=g, dtype=torch.bfloat16)
     y = torch.randint(0, 1000, (64,), device=device, generator=g)
@@ -236,6 +343,29 @@ def graph_checks(torch, device):
         "binary_cross_entropy_with_logits": (lambda a: ce.binary_cross_entropy_with_logits(a, t), (x,)),
         "sigmoid_focal_loss": (lambda a: ce.sigmoid_focal_loss(a, t).sum(), (x,)),
     }
+    return cases
+
+
+def vocab_parallel_cases(torch, device):
+    """The vocab-parallel functions' steps for :func:`graph_checks` (the group of one rank)."""
+    from crossentropy.distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
+
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(64, 1000, device=device, generator=g, dtype=torch.bfloat16)
+    y = torch.randint(0, 1000, (64,), device=device, generator=g)
+    h = torch.randn(64, 128, device=device, generator=g, dtype=torch.bfloat16)
+    W = torch.randn(1000, 128, device=device, generator=g, dtype=torch.bfloat16) / 12
+    return {
+        "vocab_parallel_cross_entropy": (lambda a: vocab_parallel_cross_entropy(
+            a, y, label_smoothing=0.1, z_loss=1e-4, check_ranks=False), (x,)),
+        "vocab_parallel_linear_cross_entropy": (lambda a, b: vocab_parallel_linear_cross_entropy(
+            a, b, y, check_ranks=False), (h, W)),
+    }
+
+
+def graph_checks(torch, device, cases):
+    """torch.compile(fullgraph=True) and CUDA graph capture of a step calling each of ``cases``."""
+    rows = []
     for name, (f, args) in cases.items():
         leaves = [a.detach().clone().requires_grad_(True) for a in args]
 
@@ -292,6 +422,21 @@ def time_methods(torch, device, methods, make, bound_ms, clock):
     return rows
 
 
+def _ce_inputs(torch, device, N, V, dt):
+    """([logits leaf], [targets]) for a timed cross-entropy step."""
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(N, V, device=device, generator=g).to(dt).requires_grad_(True)
+    return [x], [torch.randint(0, V, (N,), device=device, generator=g)]
+
+
+def _linear_inputs(torch, device, N, H, V, dt):
+    """([input, weight leaves], [targets]) for a timed linear cross-entropy step."""
+    g = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(N, H, device=device, generator=g).to(dt).requires_grad_(True)
+    W = (torch.randn(V, H, device=device, generator=g) / H**0.5).to(dt).requires_grad_(True)
+    return [x, W], [torch.randint(0, V, (N,), device=device, generator=g)]
+
+
 def table(header, rows):
     out = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " for _ in header) + "|"]
     out += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
@@ -326,11 +471,11 @@ def main(argv=None):
     if not args.no_tests:
         ok, line = run_tests(args.smoke, args.all_tests)
         what = "smoke selection" if args.smoke else \
-            "test_triton.py" + (", CROSSENTROPY_SLOW=1" if args.all_tests else "")
+            "test_triton.py, test_distributed.py's Triton test" + (", CROSSENTROPY_SLOW=1" if args.all_tests else "")
         say(f"\ntests ({what}): "
             f"{'passed' if ok else 'FAILED'}: {line}")
     if device == "cuda":
-        say("\n" + table(("kernel", "step under", "result"), graph_checks(torch, device)))
+        say("\n" + table(("kernel", "step under", "result"), graph_checks(torch, device, kernel_cases(torch, device))))
     bw = bandwidth(torch, device, args.smoke)
     say(f"\ncopy bandwidth (read + write): {bw:.0f} GB/s")
 
@@ -338,10 +483,7 @@ def main(argv=None):
     ce_shapes = [(16, 100, torch.float32)] if args.smoke else \
         [(int(16384 * s), 128256, torch.bfloat16), (int(16384 * s), 128256, torch.float32)]
     for N, V, dt in ce_shapes:
-        def make(N=N, V=V, dt=dt):
-            g = torch.Generator(device=device).manual_seed(0)
-            x = torch.randn(N, V, device=device, generator=g).to(dt).requires_grad_(True)
-            return [x], [torch.randint(0, V, (N,), device=device, generator=g)]
+        make = lambda N=N, V=V, dt=dt: _ce_inputs(torch, device, N, V, dt)  # noqa: E731
 
         elem = torch.finfo(dt).bits // 8
         bound = 2 * N * V * elem / (bw * 1e9) * 1e3  # read the logits once, write the gradient once
@@ -352,18 +494,38 @@ def main(argv=None):
 
     lin_shapes = [(33, 32, 70, torch.float32)] if args.smoke else [(int(8192 * s), 2304, 256000, torch.bfloat16)]
     for N, H, V, dt in lin_shapes:
-        def make(N=N, H=H, V=V, dt=dt):
-            g = torch.Generator(device=device).manual_seed(0)
-            x = torch.randn(N, H, device=device, generator=g).to(dt).requires_grad_(True)
-            W = (torch.randn(V, H, device=device, generator=g) / H**0.5).to(dt).requires_grad_(True)
-            return [x, W], [torch.randint(0, V, (N,), device=device, generator=g)]
+        make = lambda N=N, H=H, V=V, dt=dt: _linear_inputs(torch, device, N, H, V, dt)  # noqa: E731
 
         rows = time_methods(torch, device, linear_methods(torch, device, args.smoke), make, None, clock)
         say(f"\n## linear cross-entropy fwd+bwd, N={N}, H={H}, V={V}, {str(dt).replace('torch.', '')}\n")
         say(table(("method", "ms", "", "extra peak MiB"), rows))
+
+    backend = process_group(device)
+    checks = vocab_parallel_checks(torch, device, args.smoke)
+    say(f"\nvocab-parallel checks (one rank, {backend}): "
+        f"{'passed' if all(r[-1] == 'passed' for r in checks) else 'FAILED'}\n")
+    say(table(("function", "options", "max diff (relative)", "result"), checks))
+    N, V, dt = ce_shapes[0]
+    make = lambda N=N, V=V, dt=dt: _ce_inputs(torch, device, N, V, dt)  # noqa: E731
+    rows = time_methods(torch, device, vocab_parallel_methods(torch, "ce", args.smoke), make, None, clock)
+    say(f"\n## vocab-parallel cross-entropy fwd+bwd, one rank ({backend}), N={N}, V={V}, "
+        f"{str(dt).replace('torch.', '')}\n")
+    say(table(("method", "ms", "", "extra peak MiB"), rows))
+    N, H, V, dt = lin_shapes[0]
+    make = lambda N=N, H=H, V=V, dt=dt: _linear_inputs(torch, device, N, H, V, dt)  # noqa: E731
+    rows = time_methods(torch, device, vocab_parallel_methods(torch, "linear", args.smoke), make, None, clock)
+    say(f"\n## vocab-parallel linear cross-entropy fwd+bwd, one rank ({backend}), N={N}, H={H}, V={V}, "
+        f"{str(dt).replace('torch.', '')}\n")
+    say(table(("method", "ms", "", "extra peak MiB"), rows))
+    if device == "cuda":
+        say("\n" + table(("function", "step under", "result"),
+                          graph_checks(torch, device, vocab_parallel_cases(torch, device))))
     if args.out:
         with open(args.out, "w") as f:
             f.write("\n".join(report) + "\n")
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
     return report
 
 

@@ -19,15 +19,16 @@ _BY_ID = {c.id: c for c in CASES}
 
 
 def registry(rank, world, jobs):
-    """``jobs``: (case id, dtype) pairs through both functions, and (case id,
-    transform) pairs through ``run_vocab_parallel_transform``."""
+    """``jobs``: (case id, dtype) pairs through both functions, (case id,
+    dtype, "triton") through both with the Triton kernels forced, and (case
+    id, transform) pairs through ``run_vocab_parallel_transform``."""
     failures = []
-    for case_id, what in jobs:
+    for case_id, what, *kernels in jobs:
         if what in TRANSFORMS:
             results = [run_vocab_parallel_transform(_BY_ID[case_id], what, rank, world)]
         else:
-            results = run_vocab_parallel(_BY_ID[case_id], what, rank, world)
-        failures += [f"{case_id} {what}: {r}" for r in results if not r.ok]
+            results = run_vocab_parallel(_BY_ID[case_id], what, rank, world, triton=kernels == ["triton"])
+        failures += [f"{case_id} {what} {' '.join(kernels)}: {r}" for r in results if not r.ok]
     return failures
 
 

@@ -16,14 +16,14 @@ def _spawn(target, world, tmp_path, *args):
     return {rank: (tmp_path / f"rank{rank}.txt").read_text() for rank in range(world)}
 
 
-def _jobs(every):
+def _jobs(every, always=("extreme",)):
     """(case, dtype) pairs of the registry that vocab-parallel accepts: every
-    ``every``-th case in each dtype, and every extreme case."""
+    ``every``-th case in each dtype, and every case with a tag in ``always``."""
     jobs = []
     cases = [c for c in CASES if paths.accepts(c, "vocab-parallel", "float64")]
     for i, case in enumerate(cases):
         for k, dtype in enumerate(paths.DTYPES):
-            if "extreme" in case.tags or (i + k) % every == 0:
+            if set(always) & set(case.tags) or (i + k) % every == 0:
                 jobs.append((case.id, dtype))
     return jobs
 
@@ -63,6 +63,38 @@ def test_the_whole_registry_through_both_vocab_parallel_functions(world, tmp_pat
     """Every case in every dtype (CROSSENTROPY_SLOW=1; a few minutes)."""
     results = _spawn(_dist_registry.run, world, tmp_path, _jobs(1), False)
     for rank, msg in results.items():
+        assert msg == "ok", f"rank {rank}:\n{msg}"
+
+
+INTERPRETED = pytest.mark.skipif(paths.triton_device() != "cpu", reason="the Triton kernels on CPU tensors need "
+                                 "triton and TRITON_INTERPRET=1 (a GPU runs them in benchmarks/gpu_suite.py)")
+
+
+@INTERPRETED
+def test_registry_cases_through_both_vocab_parallel_functions_on_the_triton_kernels(tmp_path):
+    """The Triton kernels forced on both ranks of a gloo group (what CUDA
+    tensors take), on a sample of the registry: every 64th case in each dtype,
+    and every case with non-finite logits or no rows (about 125 runs, most
+    tiny, some 15 s under the interpreter; every case with CROSSENTROPY_SLOW=1)."""
+    every = 1 if os.environ.get("CROSSENTROPY_SLOW") else 64
+    jobs = [(case, dtype, "triton") for case, dtype in _jobs(every, always=("nonfinite", "empty"))]
+    results = _spawn(_dist_registry.run, 2, tmp_path, jobs, False)
+    for rank, msg in results.items():
+        assert msg == "ok", f"rank {rank}:\n{msg}"
+
+
+@pytest.mark.skipif(paths.triton_device() is None, reason="needs triton (and a GPU, or TRITON_INTERPRET=1)")
+@pytest.mark.parametrize("world", [1, 2])
+def test_vocab_parallel_on_the_triton_kernels_at_odd_sizes(world, tmp_path):
+    """Uneven shards that span tiles and splits, one row, a rank with no
+    target, every row ignored, shift and num_items_in_batch, every option,
+    float64 and float32, double backward (``_dist_worker.check_triton``);
+    world size 1 is the real process group of one that the GPU suite runs.
+    With a GPU, on CUDA tensors, the ranks sharing it through gloo."""
+    mp.spawn(_dist_worker.run_triton, args=(world, str(tmp_path / "init"), str(tmp_path), paths.triton_device()),
+             nprocs=world, join=True)
+    for rank in range(world):
+        msg = (tmp_path / f"rank{rank}.txt").read_text()
         assert msg == "ok", f"rank {rank}:\n{msg}"
 
 

@@ -24,5 +24,9 @@ def test_gpu_suite_smoke(tmp_path):
     assert "tests (smoke selection): passed" in text
     assert "copy bandwidth" in text and "## cross-entropy fwd+bwd" in text and "## linear cross-entropy" in text
     assert "error" not in text, text
-    for method in ("ours (Triton)", "ours (Triton, inplace_backward)", "ours (torch kernel)", "torch eager"):
+    for method in ("ours (Triton)", "ours (Triton, inplace_backward)", "ours (torch kernel)", "torch eager",
+                   "ours vocab-parallel (Triton)", "ours vocab-parallel (torch kernel)", "ours one device (Triton)"):
         assert f"| {method} |" in text
+    # the vocab-parallel functions on a process group of one, through the Triton kernels
+    assert "vocab-parallel checks (one rank, gloo): passed" in text
+    assert text.count("| passed |") == 4 and "## vocab-parallel linear cross-entropy fwd+bwd" in text

@@ -25,6 +25,10 @@ own shard with no further communication. The backward of
 ``vocab_parallel_cross_entropy`` is local; ``vocab_parallel_linear_cross_entropy``
 adds one all-reduce of the input gradient (``H`` numbers a row).
 
+On CUDA tensors, when triton imports, both functions take the Triton
+kernels of one device (``crossentropy._triton``) on the rank's shard, with
+the same merge and the same collectives; CPU tensors take the torch kernels.
+
 Targets are global class indices, replicated on every rank; class weights,
 when given, are the global ``(V,)`` vector, replicated. A rank on which no
 target falls, and a batch in which every target is ignored, both work.
@@ -34,7 +38,10 @@ were called alike: the shards tile ``[0, V)``, and the batch, dtype, targets,
 weights and options agree (``crossentropy._torch.distributed``: one
 all-gather of 22 int64 numbers a rank and a host read). Every rank then
 raises the same ``ValueError`` naming what differs. ``check_ranks=False``
-skips it, for a caller who has checked once.
+skips it, for a caller who has checked once; nothing is then read back to
+the host (a step can be captured in a CUDA graph), except where the global
+vocabulary size is known from nothing else: uneven shards (``vocab_start``)
+without class weights cost one all-reduce of the widths and a host read.
 
 Both functions have second derivatives and run under ``torch.func``
 (``grad``, ``vjp``, ``jacrev``, ``jvp``, forward-mode AD, ``vmap`` over an
@@ -51,13 +58,13 @@ import sys
 
 import torch
 
-from . import _checks
+from . import _checks, _triton
 from ._array import namespace, transformed
 from ._torch.cross_entropy import fused_cross_entropy, shard_reference
 from ._torch.distributed import setup
-from ._torch.linear import LinearCrossEntropyFunction, prepare
+from ._torch.linear import prepare
 from .functional.linear import check as check_linear
-from .functional.linear import plan_reference
+from .functional.linear import plan_reference, run_plan
 from .losses._targets import Categorical
 
 __all__ = ["vocab_parallel_cross_entropy", "vocab_parallel_linear_cross_entropy"]
@@ -134,7 +141,10 @@ def vocab_parallel_cross_entropy(
     reference = shard_reference(problem, num_items_in_batch, shards)
     if transformed(logits_shard):  # torch.func and forward-mode AD: the differentiable operations themselves
         return reference(logits_shard)
-    return fused_cross_entropy(problem, num_items_in_batch, shards=shards, reference=reference)[0]
+    # CUDA tensors: the Triton kernel's statistics pass over the shard, merged over the ranks the same way
+    kernel = _triton.load("cross_entropy").triton_cross_entropy if _triton.wanted(logits_shard) else \
+        fused_cross_entropy
+    return kernel(problem, num_items_in_batch, shards=shards, reference=reference)[0]
 
 
 def vocab_parallel_linear_cross_entropy(
@@ -187,7 +197,7 @@ def vocab_parallel_linear_cross_entropy(
     plan.reference = functools.partial(plan_reference, plan, rows_loss=functools.partial(_shard_rows, shards))
     if any(map(transformed, (input, linear_weight_shard, linear_bias_shard))):
         return plan.reference(x_rows, W, b)  # torch.func and forward-mode AD: differentiable operations
-    return LinearCrossEntropyFunction.apply(x_rows, W, b, plan)
+    return run_plan(x_rows, W, b, plan)  # CUDA tensors: the Triton kernels, on this rank's rows of W
 
 
 def _shard_rows(shards, logits, target, options):

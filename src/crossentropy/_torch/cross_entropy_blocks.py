@@ -100,6 +100,7 @@ class Rows(NamedTuple):
     delta: Any  # m_r - m (shards), or None
     column_shifted: Any  # s_column - m (global shift), or None
     loss: Any
+    m: Any  # (n,) the shift of the statistics: the global one with shards
 
 
 def finish_rows(st: Pass, tg: Targets, raw_column, options, shards=None) -> Rows:
@@ -124,7 +125,7 @@ def finish_rows(st: Pass, tg: Targets, raw_column, options, shards=None) -> Rows
     log_sum = torch.log(sum_exp)
     lse = m + log_sum
     loss = math.row_loss(xp, t, log_sum, target_shifted, dot, lse, options.z_loss)
-    return Rows(t, log_sum, sum_exp, lse, delta, shifted, loss)
+    return Rows(t, log_sum, sum_exp, lse, delta, shifted, loss, m)
 
 
 def row_coefficients(t, v, lse, z, vc=None):

@@ -1,7 +1,8 @@
 """Where a rank's classes sit in the global vocabulary, its collectives, and
 the one small collective that checks every rank was called alike.
 
-The kernels (``_torch.cross_entropy``, ``_torch.linear``) take a
+The kernels (``_torch.cross_entropy``, ``_torch.linear``, and on CUDA
+``_triton.cross_entropy``, ``_triton.linear``) take a
 :class:`VocabShards` where they would otherwise use their own statistics:
 they shift each block by the shard's own maximum, then all-reduce a MAX of
 the row maxima and one SUM of the re-shifted statistics

@@ -20,6 +20,16 @@ of :mod:`crossentropy.losses.cross_entropy` in between.
    the logits: one more read and one write, into the logits' own buffer
    with ``inplace_backward``.
 
+Vocab-parallel (``shards``, from
+``crossentropy.distributed.vocab_parallel_cross_entropy`` on CUDA shards):
+the same two launches over this rank's columns. Step 2 then starts with
+``_torch.cross_entropy_blocks.finish_rows``, which moves the shard's
+statistics to the global maximum and sums them over the ranks (two
+all-reduces of ``(N,)`` vectors, ``losses.cross_entropy.reshift``), as it
+does for the torch kernel; the gradient launch takes the global shift and
+``Σ``, the target column local to the shard (-1 where the target is on
+another rank), and the shard's slice of the smoothing weights.
+
 Everything is accumulated in float32 (float64 for float64 logits); nothing
 is read back to the host, so a step that calls this can be captured in a CUDA
 graph. The gradient is kept for a backward that only multiplies it by
@@ -36,6 +46,7 @@ import triton.language as tl
 from .. import _reduce
 from .._array import namespace
 from .._torch.cross_entropy import kept_rows
+from .._torch.cross_entropy_blocks import Pass, Targets, finish_rows, index_block_targets
 from ..losses import cross_entropy as math
 from . import _lang, block_override
 
@@ -201,39 +212,36 @@ def _scalars(dtype, device, *values):
     return out
 
 
-def _soft_mode(problem):
-    if problem.probs is not None:
-        return SOFT_PROBS
-    if problem.options.label_smoothing == 0:
-        return SOFT_NONE
-    return SOFT_SCALAR if problem.weight is None else SOFT_VECTOR
-
-
-def _forward(x, problem, num_items, want_grad, inplace, want_stats, block=None):
+def _forward(x, problem, num_items, want_grad, inplace, want_stats, block=None, shards=None):
     """Loss (reduced, x's dtype), the kept unit gradient (or None) and stats, as
-    ``_torch.cross_entropy._forward`` returns them."""
+    ``_torch.cross_entropy._forward`` returns them; with ``shards``, ``x`` is
+    this rank's shard of the vocabulary and its statistics are merged over the
+    ranks (``finish_rows``) before the gradient launch."""
     N, C = x.shape
     opt = problem.options
     e, z, cap = opt.label_smoothing, opt.z_loss, opt.softcap
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
     dev = x.device
-    mode = _soft_mode(problem)
     probs = None if problem.probs is None else problem.probs.reshape(-1, C).to(cdt)
-    weight = problem.weight
+    weight = problem.weight  # global (V,) with shards
     dummy = torch.empty(1, dtype=cdt, device=dev)  # for the pointers a specialisation does not read
-    b_vec, b_num = dummy, 0.0
+    b_vec, b_num, mode = dummy, 0.0, SOFT_PROBS
     if probs is None:
         index = problem.index.reshape(-1).contiguous()  # the kernels read it as a flat array
-        t = math.index_targets(XP, index, problem.counted.reshape(-1), weight, e, C, cdt)
-        raw_column = x.gather(1, index[:, None])[:, 0].to(cdt)  # before inplace_backward overwrites x
-        b = math.smoothing_weights(weight, e, C) if e > 0 else None
-        if isinstance(b, float):
-            b_num = b
-        elif b is not None:
-            b_vec = b.contiguous()
+        # global targets, this shard's column of each (0 where elsewhere) and its slice of the soft weights
+        tg = index_block_targets(index, problem.counted.reshape(-1), weight, opt,
+                                 C if shards is None else shards.vocab, cdt, shards)
+        raw_column = x.gather(1, tg.column[:, None])[:, 0].to(cdt)  # before inplace_backward overwrites x
+        y = torch.where(tg.here, tg.column, torch.full_like(tg.column, -1))  # -1: no target column here
+        mode = SOFT_NONE if tg.b is None else SOFT_SCALAR if isinstance(tg.b, float) else SOFT_VECTOR
+        if mode == SOFT_SCALAR:
+            b_num = tg.b
+        elif mode == SOFT_VECTOR:
+            b_vec = tg.b.contiguous()
     else:
-        index, raw_column = None, None
-        t = math.RowTargets(torch.ones(N, dtype=torch.bool, device=dev), None, None, None)
+        index, raw_column, y = None, None, None
+        tg = Targets(math.RowTargets(torch.ones(N, dtype=torch.bool, device=dev), None, None, None), None, None,
+                     None, None)
     w_vec = dummy if weight is None else weight.to(cdt).contiguous()
     tp = dummy if probs is None else probs
     st_n, st_c = (0, 0) if probs is None else probs.stride()
@@ -249,19 +257,17 @@ def _forward(x, problem, num_items, want_grad, inplace, want_stats, block=None):
                      dummy if st.soft is None else st.soft, dummy if st.argmax is None else st.argmax,
                      dummy if st.truth is None else st.truth, C, SOFT=mode, WEIGHTED=weight is not None,
                      CAP=cap is not None, STATS=want_stats, BLOCK=BLOCK, ACC=acc)
-    # The row math, on (N,) vectors, from losses.cross_entropy.
+    # The row math, on (N,) vectors, from losses.cross_entropy; with shards,
+    # after the merge over the ranks (two all-reduces of (N,) vectors).
     m = st.m_raw.nan_to_num(nan=0.0, posinf=0.0, neginf=0.0)  # _stable.shift: 0 where no finite maximum
     dot = st.dot
     if mode == SOFT_SCALAR:
-        dot = b_num * dot  # sum_c (ε / C)(s_c - m)
-    if mode == SOFT_PROBS:
-        t = t._replace(soft=st.soft)
-    log_sum = torch.log(st.sum_exp)
-    lse = m + log_sum
-    target_shifted = None if raw_column is None else math.softcap(XP, raw_column, cap) - m
-    loss = math.row_loss(XP, t, log_sum, target_shifted, dot, lse, z)
+        dot = b_num * dot  # sum_c (ε / V)(s_c - m)
+    rows = finish_rows(Pass(st.m_raw, m, st.sum_exp, dot, st.soft if mode == SOFT_PROBS else None, None), tg,
+                       raw_column, opt, shards)
+    t, lse = rows.t, rows.lse
     den = math.mean_denominator(XP, t.wy, (N,), num_items, cdt, x) if opt.reduction == "mean" else None
-    value = _reduce.reduce(XP, loss, opt.reduction, den).to(x.dtype)
+    value = _reduce.reduce(XP, rows.loss, opt.reduction, den).to(x.dtype)
     grad = None
     if want_grad:
         unit = _reduce.unit_scale(XP, opt.reduction, cdt, x, den)
@@ -269,16 +275,17 @@ def _forward(x, problem, num_items, want_grad, inplace, want_stats, block=None):
         vc = math.coefficient(XP, t, v)
         if z:
             vc = vc + math.z_coefficient(XP, lse, t.counted, v, z)
-        factor = math.probability_factor(XP, vc, st.sum_exp)
+        factor = math.probability_factor(XP, vc, rows.sum_exp)
         hard = t.hard is not None
         vh = (v * t.hard).contiguous() if hard else dummy
         grad = x if inplace else torch.empty((N, C), dtype=x.dtype, device=dev)
         if N:
             grid = (N, triton.cdiv(C, BLOCK))
-            _lang.launch(_grad_kernel, grid, x, x.stride(0), x.stride(1), grad, grad.stride(0), grad.stride(1), m,
-                         factor, v, vh, index if hard else dummy, b_vec, tp, st_n, st_c, w_vec, params, C, SOFT=mode,
-                         WEIGHTED=weight is not None, CAP=cap is not None, HARD=hard, BLOCK=BLOCK, ACC=acc,
-                         OUT=_TL[x.dtype])
+            # rows.m: the shift Σ is taken at (the global one with shards), so p_j = e^{s_j - m} / Σ
+            _lang.launch(_grad_kernel, grid, x, x.stride(0), x.stride(1), grad, grad.stride(0), grad.stride(1),
+                         rows.m, factor, v, vh, y if hard else dummy, b_vec, tp, st_n, st_c, w_vec, params, C,
+                         SOFT=mode, WEIGHTED=weight is not None, CAP=cap is not None, HARD=hard, BLOCK=BLOCK,
+                         ACC=acc, OUT=_TL[x.dtype])
     stats = None
     if want_stats:
         truth = index if probs is None else st.truth
@@ -289,13 +296,14 @@ def _forward(x, problem, num_items, want_grad, inplace, want_stats, block=None):
 
 
 def triton_cross_entropy(problem, num_items=None, *, inplace_backward=False, with_stats=False, reference=None,
-                         block=None):
+                         block=None, shards=None):
     """Cross-entropy of a validated problem (``losses._targets.read`` with
     ``compute=False``) through the kernels above; the arguments and results of
-    ``_torch.cross_entropy.fused_cross_entropy`` (no ``shards``). ``block``:
-    columns a tile (the tests use small ones, to walk several tiles)."""
+    ``_torch.cross_entropy.fused_cross_entropy``, ``shards`` included
+    (vocab-parallel: ``problem.x`` is this rank's shard). ``block``: columns a
+    tile (the tests use small ones, to walk several tiles)."""
 
     def forward(x, want_grad, inplace):
-        return _forward(x, problem, num_items, want_grad, inplace, with_stats, block)
+        return _forward(x, problem, num_items, want_grad, inplace, with_stats, block, shards)
 
     return kept_rows(problem, forward, inplace_backward, with_stats, reference)

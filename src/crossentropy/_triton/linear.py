@@ -9,7 +9,9 @@ kernel does over a row (``_triton.cross_entropy``): the maximum, ``Σ``, the
 soft dot and ``B``, and the raw target logit from the tile that holds it.
 The splits are then merged in torch by ``losses.cross_entropy.reshift``, the
 same identities that merge the vocabulary shards of vocab-parallel
-cross-entropy, and the loss rows come from ``row_loss``.
+cross-entropy, and the loss rows come from ``row_loss`` (through
+``_torch.cross_entropy_blocks.finish_rows``, which every cross-entropy
+kernel finishes its rows with).
 
 Backward (``_grad_kernel``): each program takes a block of rows and one tile
 of the vocabulary, forms the logits again, turns them into the logit
@@ -23,11 +25,28 @@ bfloat16/float16 operands; the torch path rounds it so for ``dX`` too); the
 products accumulate in float32. Float32 inputs multiply in IEEE float32 (no
 TF32), float64 ones in float64. No gradient filter: every tile is computed.
 
-Served here: a 2-D weight (``(V, H)``), index or probability targets, every
-option (class weights, ``ignore_index``, label smoothing, z-loss, soft cap,
-``num_items_in_batch``), a bias, ``shift``; the rows walked are the plan's
-(``_torch.linear.prepare``). A K-dimensional weight, the vocab-parallel
-function and an ``accum_dtype`` other than the default take the torch kernel.
+Vocab-parallel (``plan.shards``, from
+``crossentropy.distributed.vocab_parallel_linear_cross_entropy``): ``W`` is
+this rank's rows ``[v0, v0 + V_r)`` of the classifier, and the kernels are
+the same. The forward's statistics are this shard's (each row's target
+column is its global index minus ``v0`` where it falls in the shard, -1
+elsewhere; the smoothing weights are the shard's slice of ``ε w_c / V``,
+``V`` global); ``finish_rows`` merges them over the ranks exactly as it
+merges the torch kernel's chunks (a MAX of the row maxima, one SUM of the
+re-shifted ``Σ``, target logit and soft dot), so every rank holds the global
+shift, ``Σ`` and LSE, and the loss rows are the single-device formula's.
+The backward runs on the local tiles with those global statistics
+(``e^{s_j - m} / Σ`` is the global softmax), so ``dW`` and ``db`` of the
+shard need no communication, and ``dX``, to which every shard contributes,
+is summed over the ranks (one all-reduce of ``N x H`` in float32). Nothing
+is read back to the host: the collectives take device tensors.
+
+Served here: a 2-D weight (``(V, H)``, or a shard of one), index or
+probability targets (index only with shards, as the vocab-parallel function
+takes), every option (class weights, ``ignore_index``, label smoothing,
+z-loss, soft cap, ``num_items_in_batch``), a bias, ``shift``; the rows
+walked are the plan's (``_torch.linear.prepare``). A K-dimensional weight
+and an ``accum_dtype`` other than the default take the torch kernel.
 """
 
 from __future__ import annotations
@@ -39,6 +58,7 @@ import triton
 import triton.language as tl
 
 from .._autograd import differentiable_vjp, refuse_double_backward
+from .._torch.cross_entropy_blocks import Pass, Targets, finish_rows, index_block_targets
 from ..losses import cross_entropy as math
 from . import _lang, block_override
 from .cross_entropy import SOFT_NONE, SOFT_PROBS, SOFT_SCALAR, SOFT_VECTOR, XP, _TL, _scalars
@@ -48,10 +68,11 @@ __all__ = ["applies", "triton_linear_cross_entropy"]
 
 def applies(plan) -> bool:
     """Whether these kernels serve a plan (else the torch kernel does): a 2-D
-    weight, one device, and the accumulators' default dtype (float32, or
-    float64 for float64 input), which is what the kernels accumulate in."""
+    weight (one device, or this rank's shard of the vocabulary) and the
+    accumulators' default dtype (float32, or float64 for float64 input),
+    which is what the kernels accumulate in."""
     default = torch.float64 if plan.cdt == torch.float64 else torch.float32
-    return plan.positions == 1 and plan.shards is None and plan.accum_dtype == default
+    return plan.positions == 1 and plan.accum_dtype == default
 
 
 @triton.jit
@@ -227,24 +248,27 @@ class _Launch:
         counted = plan.counted[:, 0].index_select(0, self.rows)
         self.dummy = torch.empty(1, dtype=cdt, device=dev)
         self.b_num, self.bv, self.probs, self.wc = 0.0, self.dummy, self.dummy, self.dummy
+        shards = plan.shards
+        vocab = V if shards is None else shards.vocab  # the V of ε / V: global with shards
         if plan.probs is None:
             idx = plan.index[:, 0].index_select(0, self.rows)
-            self.t = math.index_targets(XP, idx, counted, plan.weight, e, V, cdt)
-            self.y = torch.where(counted, idx, torch.full_like(idx, -1)).contiguous()
-            bw = math.smoothing_weights(plan.weight, e, V) if e > 0 else None
-            self.mode = SOFT_NONE if bw is None else SOFT_SCALAR if isinstance(bw, float) else SOFT_VECTOR
-            if isinstance(bw, float):
-                self.b_num = bw
-            elif bw is not None:
-                self.bv = bw.contiguous()
+            # global targets; this shard's column of each (0 where elsewhere), its slice of the soft weights
+            tg = index_block_targets(idx, counted, plan.weight, opt, vocab, cdt, shards)
+            self.y = torch.where(tg.here, tg.column, torch.full_like(idx, -1)).contiguous()  # -1: no column here
+            self.mode = SOFT_NONE if tg.b is None else SOFT_SCALAR if isinstance(tg.b, float) else SOFT_VECTOR
+            if self.mode == SOFT_SCALAR:
+                self.b_num = tg.b
+            elif self.mode == SOFT_VECTOR:
+                self.bv = tg.b.contiguous()
         else:
-            self.t = math.RowTargets(counted, None, None, None)
+            tg = Targets(math.RowTargets(counted, None, None, None), None, None, None, None)
             self.y = torch.full((n,), -1, dtype=torch.int64, device=dev)
             self.probs = plan.probs[:, 0].index_select(0, self.rows).contiguous()
             self.mode = SOFT_PROBS
             if plan.weight is not None:
                 self.wc = plan.weight.contiguous()
-        self.params = _scalars(cdt, dev, 1.0 - e, e / V, float(opt.softcap or 1.0), self.b_num)
+        self.targets = tg
+        self.params = _scalars(cdt, dev, 1.0 - e, e / vocab, float(opt.softcap or 1.0), self.b_num)
         self.n, self.V, self.H = n, V, H
         self.blocks = _tiles(x_rows.dtype, n, V, H)
         self.acc = _TL[cdt]
@@ -266,7 +290,9 @@ def _splits(row_blocks, tiles):
 
 
 def _statistics(L: _Launch, plan):
-    """Row statistics, merged over the splits: (m, sum_exp, dot, soft, raw target logit)."""
+    """This device's row statistics, merged over the splits, as the ``Pass``
+    that ``finish_rows`` takes (the raw maximum, the shift, Σ, the soft dot,
+    ``B``), and the raw target logit (0 where the target is not in ``W``'s rows)."""
     cdt, dev, n = plan.cdt, L.x.device, L.n
     BN, BV, _ = L.blocks
     row_blocks, tiles = triton.cdiv(n, BN), triton.cdiv(L.V, BV)
@@ -289,23 +315,21 @@ def _statistics(L: _Launch, plan):
     else:
         sums, dots = math.reshift(XP, delta, sum_s, None, None, dot_s, soft_s)
         dot = dots.sum(0)
-        soft = soft_s.sum(0)
+        if L.mode == SOFT_PROBS:
+            soft = soft_s.sum(0)  # B of probability targets (index targets know theirs: RowTargets.soft)
         if L.mode == SOFT_SCALAR:
-            dot = L.b_num * dot  # sum_c (ε / C)(s_c - m)
+            dot = L.b_num * dot  # sum_c (ε / V)(s_c - m)
     sums = torch.where(sum_s == 0, torch.zeros_like(sums), sums)  # a split of no finite logit adds nothing
-    return m, sums.sum(0), dot, soft, tgt.sum(0)
+    return Pass(top, m, sums.sum(0), dot, soft, None), tgt.sum(0)
 
 
 def _rows(L: _Launch, plan):
-    """The loss rows (walked rows) and what the gradient needs of them."""
-    opt = plan.options
-    m, sum_exp, dot, soft, raw_target = _statistics(L, plan)
-    t = L.t if L.mode != SOFT_PROBS else L.t._replace(soft=soft)
-    log_sum = torch.log(sum_exp)
-    lse = m + log_sum
-    target_shifted = None if plan.probs is not None else math.softcap(XP, raw_target, opt.softcap) - m
-    loss = math.row_loss(XP, t, log_sum, target_shifted, dot, lse, opt.z_loss)
-    return loss, (t, m, sum_exp, lse)
+    """The loss rows (walked rows) and what the gradient needs of them; with
+    shards, from the statistics merged over the ranks (``finish_rows``: two
+    all-reduces of (n,) vectors)."""
+    st, raw_target = _statistics(L, plan)
+    rows = finish_rows(st, L.targets, None if plan.probs is not None else raw_target, plan.options, plan.shards)
+    return rows.loss, (rows.t, rows.m, rows.sum_exp, rows.lse)
 
 
 def _gradients(L: _Launch, plan, saved, go, want):
@@ -330,6 +354,8 @@ def _gradients(L: _Launch, plan, saved, go, want):
                      v.contiguous(), vh, L.dummy if gx is None else gx, L.dummy if gw is None else gw,
                      L.dummy if gb is None else gb, n, L.V, L.H, HARD=hard, GX=gx is not None, GW=gw is not None,
                      GB=gb is not None, IN=_TL[L.x.dtype], **L.constants)
+    if gx is not None and plan.shards is not None:
+        gx = plan.shards.all_sum(gx)  # the input is replicated: every shard of the classifier adds its part
     return gx, gw, gb
 
 

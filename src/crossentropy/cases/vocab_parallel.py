@@ -1,10 +1,13 @@
 """The vocab-parallel path of the registry: a cross-entropy case through both
 vocab-parallel functions, in each rank of an initialised gloo group, the
 classes split into nearly even shards (uneven ones with ``vocab_start``),
-compared with the case's float64 reference as :mod:`.paths` does."""
+compared with the case's float64 reference as :mod:`.paths` does; with
+``triton=True``, through the Triton kernels on every rank (what CUDA tensors
+take; on CPU tensors under the interpreter, tiles as the ``triton`` path's)."""
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -12,16 +15,18 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 from ..distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
-from .paths import TORCH_DTYPES, Result, error, as_float64, as_rows, to_dtype, expected, tolerance
+from .paths import TORCH_DTYPES, TRITON_TILE, Result, error, as_float64, as_rows, to_dtype, expected, tolerance
 from .transforms import Result as TransformResult
 
 __all__ = ["TRANSFORMS", "run_vocab_parallel", "run_vocab_parallel_transform"]
 
 
-def run_vocab_parallel(case, dtype, rank, world):
+def run_vocab_parallel(case, dtype, rank, world, triton=False):
     """This rank's ``Result`` of both vocab-parallel functions on ``case``, the
     classes split into ``world`` nearly even shards (uneven ones with
-    ``vocab_start``). Call it in every rank of an initialised gloo group."""
+    ``vocab_start``). Call it in every rank of an initialised gloo group (with
+    the same ``triton`` on every rank: ``_triton.forced``, the kernels of CUDA
+    tensors on CPU ones under the interpreter)."""
     exp = expected(case, dtype)
     x, t = (to_dtype(a, dtype, "torch") for a in exp.args)
     kwargs = {k: to_dtype(v, dtype, "torch") for k, v in exp.kwargs.items() if k != "axis"}
@@ -35,7 +40,7 @@ def run_vocab_parallel(case, dtype, rank, world):
     for linear in (False, True):
         if linear and not torch.isfinite(L).all():
             continue
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _kernels(triton):
             warnings.simplefilter("ignore", UserWarning)
             if linear:
                 W = shard.detach().T.contiguous().requires_grad_(True)
@@ -58,6 +63,13 @@ def run_vocab_parallel(case, dtype, rank, world):
                               value.dtype == TORCH_DTYPES[dtype]))
     return results
 
+
+def _kernels(triton):
+    if not triton:
+        return contextlib.nullcontext()
+    from .. import _triton
+
+    return _triton.forced(block=TRITON_TILE)
 
 
 # Transforms of the vocab-parallel functions: ``hvp`` (double backward through

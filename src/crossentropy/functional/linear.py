@@ -174,14 +174,23 @@ def linear_cross_entropy(
         # being trained, through torch's autograd over the same array-API code
         return _array_path(*args, need_grad=False)[0]
     options, w, chunk = check(*args[:12])
-    from .._torch.linear import LinearCrossEntropyFunction, prepare
+    from .._torch.linear import prepare
 
     plan, x_rows, W2, b2 = prepare(input, linear_weight, target, linear_bias, w, options, shift=shift,
                                    chunk_size=chunk, accum_dtype=accum_dtype, num_items=num_items_in_batch)
     plan.reference = functools.partial(plan_reference, plan)
-    if _triton.wanted(input) and _triton.load("linear").applies(plan):  # CUDA tensors, when triton imports
-        return _triton.load("linear").triton_linear_cross_entropy(x_rows, W2, b2, plan)
-    return LinearCrossEntropyFunction.apply(x_rows, W2, b2, plan)
+    return run_plan(x_rows, W2, b2, plan)
+
+
+def run_plan(x_rows, W, b, plan):
+    """The loss of a prepared plan (``_torch.linear.prepare``; vocab-parallel
+    too): the Triton kernels on CUDA tensors when triton imports and they
+    serve the plan, else the torch kernel's Function."""
+    if _triton.wanted(x_rows) and _triton.load("linear").applies(plan):
+        return _triton.load("linear").triton_linear_cross_entropy(x_rows, W, b, plan)
+    from .._torch.linear import LinearCrossEntropyFunction
+
+    return LinearCrossEntropyFunction.apply(x_rows, W, b, plan)
 
 
 def plan_reference(plan, x_rows, W, b, rows_loss=None):
