@@ -130,21 +130,26 @@ def build_child(spec):
 
 
 def child_memory(mth, n, h, v, threads):
-    """Extra peak over inputs and gradients (MB), and the one-time resident growth (MB)."""
+    """Extra peak over inputs and gradients (MB), the one-time resident growth
+    (MB) and the measured step's seconds (one reading)."""
     got = m.run_child(__file__, dict(method=mth, n=n, h=h, v=v, threads=threads), env=EXACT_MALLOC)
     if got is None:
-        return None, None
-    return got["extra_mb"] - (n + v) * h * 4 / m.MB, got["one_time_mb"]
+        return None, None, None
+    return got["extra_mb"] - (n + v) * h * 4 / m.MB, got["one_time_mb"], got["seconds"]
 
 
 CHUNK_ROWS = {"ours": default_chunk_size, LOW: lambda n, h, v: min(n, 128)}
 
 
-def measure(n, h, v, reps, threads, methods, memory=True):
+def measure(n, h, v, reps, threads, methods, memory=True, untimed=()):
+    """``untimed``: methods left out of the rounds (with memory measured); their
+    time is the memory subprocess's one step, and their name says so."""
     x, w, t = inputs(n, h, v)
     fns = {mth: loss_fn(mth) for mth in methods if mth != FLOOR}
     methods = [mth for mth in methods if mth == FLOOR or fns[mth] is not None]
-    leaves = {mth: (x.clone().requires_grad_(True), w.clone().requires_grad_(True)) for mth in fns}
+    untimed = [mth for mth in methods if mth in untimed and memory]
+    leaves = {mth: (x.clone().requires_grad_(True), w.clone().requires_grad_(True))
+              for mth in fns if mth not in untimed}
 
     def stepper(mth):
         if mth == FLOOR:
@@ -158,7 +163,7 @@ def measure(n, h, v, reps, threads, methods, memory=True):
         return setup, lambda: f(a, b, t).backward()
 
     print(f"N={n} H={h} V={v}: timing {', '.join(methods)} ...", file=sys.stderr, flush=True)
-    secs = m.interleaved({mth: stepper(mth) for mth in methods}, reps=reps, warmup=1)
+    secs = m.interleaved({mth: stepper(mth) for mth in methods if mth not in untimed}, reps=reps, warmup=1)
     del leaves, fns
     gc.collect()
     flops = 6 * n * h * v
@@ -167,12 +172,16 @@ def measure(n, h, v, reps, threads, methods, memory=True):
         extra = one_time = None
         if memory and mth != FLOOR:
             print(f"N={n} H={h} V={v}: memory of {mth} ...", file=sys.stderr, flush=True)
-            extra, one_time = child_memory(mth, n, h, v, threads)
-        rows.append(dict(method=mth, N=n, H=h, V=v, ms=1e3 * secs[mth], vs_floor=secs[mth] / secs[FLOOR],
+            extra, one_time, once = child_memory(mth, n, h, v, threads)
+            if mth in untimed:
+                secs[mth] = once
+        if secs.get(mth) is None:
+            continue
+        rows.append(dict(method=mth + (" (one step)" if mth in untimed else ""), N=n, H=h, V=v, ms=1e3 * secs[mth], vs_floor=secs[mth] / secs[FLOOR],
                          gflops=flops / secs[mth] / 1e9 if mth == FLOOR else None,
                          extra_mb=extra, one_time_mb=one_time, logits_mb=n * v * 4 / m.MB,
                          chunk_mb=CHUNK_ROWS[mth](n, h, v) * v * 4 / m.MB if mth in CHUNK_ROWS else None))
-    by = {r["method"]: r for r in rows}
+    by = {r["method"].removesuffix(" (one step)"): r for r in rows}
     for r in rows:
         for peer, tag in (("torch.compile naive", "compile"), ("cce torch_compile", "cce"),
                           ("torch chunked", "chunked")):
@@ -237,6 +246,8 @@ def main():
     ap = m.parser(__doc__, "N=1024 H=256 V=16000; writes nothing")
     ap.add_argument("--shape", type=_shape, action="append", help="N,H,V (repeatable; default: the three targets)")
     ap.add_argument("--no-memory", action="store_true", help="time only (no subprocesses)")
+    ap.add_argument("--untimed", action="append", default=[], choices=METHODS,
+                    help="leave METHOD out of the timed rounds: its time is its memory subprocess's one step")
     ap.add_argument("--chunks", type=_shape, help="N,H,V: time ours at 128 to 1024 rows a chunk instead")
     args = ap.parse_args()
     m.start(args)
@@ -249,7 +260,7 @@ def main():
     shapes = [(1024, 256, 16000)] if args.quick else args.shape or SHAPES
     rows = []
     for n, h, v in shapes:
-        got = measure(n, h, v, reps, args.threads, METHODS, memory=not args.no_memory)
+        got = measure(n, h, v, reps, args.threads, METHODS, memory=not args.no_memory, untimed=args.untimed)
         print(f"\nforward + backward, float32, median of {reps} interleaved rounds\n")
         print(m.table(got, COLUMNS))
         rows += got
