@@ -162,7 +162,8 @@ def measure(n, h, v, reps, threads, methods, memory=True, untimed=()):
 
         return setup, lambda: f(a, b, t).backward()
 
-    print(f"N={n} H={h} V={v}: timing {', '.join(methods)} ...", file=sys.stderr, flush=True)
+    print(f"N={n} H={h} V={v}: timing {', '.join(q for q in methods if q not in untimed)} ...", file=sys.stderr,
+          flush=True)
     secs = m.interleaved({mth: stepper(mth) for mth in methods if mth not in untimed}, reps=reps, warmup=1)
     del leaves, fns
     gc.collect()
