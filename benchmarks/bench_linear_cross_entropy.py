@@ -1,6 +1,6 @@
 """Linear cross-entropy, forward + backward: ours against the naive formula (eager and torch.compile), PyTorch's chunked one and cut-cross-entropy.
 
-    python benchmarks/bench_linear_cross_entropy.py                 # the three shapes, time and memory (~15 min)
+    python benchmarks/bench_linear_cross_entropy.py                 # the three shapes, time and memory (~20 min)
     python benchmarks/bench_linear_cross_entropy.py --shape 2048,512,32000   # one shape
     python benchmarks/bench_linear_cross_entropy.py --busy --no-memory       # beside a busy neighbour
     python benchmarks/bench_linear_cross_entropy.py --chunks 4096,1024,32000 # ours by rows a chunk
