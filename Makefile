@@ -31,7 +31,12 @@ test: $(VENV)/.installed-test
 check: $(VENV)/.installed-test
 	$(BIN)/crossentropy check
 
-bench: $(VENV)/.installed-test
+$(VENV)/.installed-bench: pyproject.toml constraints.txt | $(BIN)/python
+	@echo "Installing crossentropy[test,bench] into $(VENV) (the benchmarks' peers: optax, cut-cross-entropy, pandas, polars)..."
+	$(PIP) -e ".[test,bench]"
+	touch $@ $(VENV)/.installed-test $(VENV)/.installed-cli
+
+bench: $(VENV)/.installed-bench
 	$(BIN)/crossentropy bench
 
 clean:

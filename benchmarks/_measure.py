@@ -153,13 +153,18 @@ def _status_bytes(key: str) -> int:
     raise RuntimeError(f"/proc/self/status has no {key}")
 
 
+def resident_bytes() -> int:
+    """This process's resident set now (``VmRSS``)."""
+    return _status_bytes("VmRSS")
+
+
 def extra_peak(step) -> tuple:
     """Bytes by which one ``step()`` raises the resident set above where it
     starts, and the seconds the step took (one reading)."""
     gc.collect()
     with open("/proc/self/clear_refs", "w") as fh:
         fh.write("5")  # reset VmHWM to the current VmRSS
-    base = _status_bytes("VmRSS")
+    base = resident_bytes()
     t0 = time.perf_counter()
     kept = step()  # noqa: F841  (what the step returns stays alive until the reading)
     seconds = time.perf_counter() - t0
@@ -169,17 +174,22 @@ def extra_peak(step) -> tuple:
 
 def child_main(build) -> None:
     """Entry of a ``--child SPEC`` subprocess: ``build(spec)`` returns the
-    step (any warm-up done, and what it returned freed); prints the extra peak
-    as one JSON line."""
+    step (any warm-up done, and what it returned freed), or ``(step, info)``
+    with a dict of more figures to report; prints the extra peak (and
+    ``info``) as one JSON line."""
     spec = json.loads(sys.argv[sys.argv.index("--child") + 1])
-    extra, seconds = extra_peak(build(spec))
-    print(json.dumps({"extra_mb": extra / MB, "seconds": seconds}))
+    built = build(spec)
+    step, info = built if isinstance(built, tuple) else (built, {})
+    extra, seconds = extra_peak(step)
+    print(json.dumps({"extra_mb": extra / MB, "seconds": seconds, **info}))
 
 
-def run_child(script: str, spec: dict, timeout: float = 1800) -> dict | None:
-    """Run ``script --child SPEC``; its ``{"extra_mb", "seconds"}``, or None if it failed."""
+def run_child(script: str, spec: dict, timeout: float = 1800, env: dict | None = None) -> dict | None:
+    """Run ``script --child SPEC`` (with ``env`` added to the environment);
+    its ``{"extra_mb", "seconds", ...}``, or None if it failed."""
     proc = subprocess.run([sys.executable, script, "--child", json.dumps(spec)],
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout,
+                          env=None if env is None else {**os.environ, **env})
     if proc.returncode != 0:
         tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
         print(f"  [{spec}] failed: {tail[0]}", file=sys.stderr)

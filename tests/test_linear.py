@@ -61,9 +61,11 @@ def test_default_chunk_and_no_bias_and_leading_dims():
 def test_default_chunk_size_follows_the_memory_model():
     from crossentropy._torch.linear import default_chunk_size
 
-    assert default_chunk_size(8192, 4096, 128256) == 256  # the docstring's worked example: like the input
+    assert default_chunk_size(8192, 4096, 128256) == 512  # the docstring's worked example: the floor
+    assert default_chunk_size(65536, 4096, 128256) == 2048  # like the input: 65536 / ceil(128256 / 4096)
     assert default_chunk_size(4096, 1024, 32000) == 512  # the floor of 512 rows
-    assert default_chunk_size(4096, 512, 262144) == 64  # the floor capped at 64 MiB: 2**24 // 262144
+    assert default_chunk_size(1024, 1024, 128256) == 512  # the floor, under its cap of 2**26 // 128256 = 523
+    assert default_chunk_size(4096, 512, 262144) == 256  # the floor capped at 256 MiB: 2**26 // 262144
     assert default_chunk_size(100, 1024, 32000) == 100  # never more than N
     assert default_chunk_size(0, 8, 8) == 1
     assert default_chunk_size(5, 4, 1 << 30) == 1

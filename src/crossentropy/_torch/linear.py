@@ -34,14 +34,16 @@ from ..losses import cross_entropy as ce_math
 from . import cross_entropy_cpu
 from .cross_entropy_blocks import block_loss_and_grad_, index_block_targets, probability_block_targets
 
-# The default chunk's floor: enough rows to amortise the weight-gradient
-# accumulator's traffic, unless that takes more than 64 MiB of float32 logits.
+# The default chunk's floor: enough rows to amortise what every chunk pays
+# once whatever its rows (the matrix products pack the V x H weight twice and
+# read and write its V x H gradient accumulator), unless that takes more than
+# 256 MiB of float32 logits.
 _FLOOR_ROWS = 512
-_FLOOR_ELEMENTS = 1 << 24
+_FLOOR_ELEMENTS = 1 << 26
 
 
 def default_chunk_size(n_rows: int, hidden: int, vocab: int) -> int:
-    """Rows per chunk, ``max(ceil(N / ceil(V / H)), min(512, 2**24 // V))``
+    """Rows per chunk, ``max(ceil(N / ceil(V / H)), min(512, 2**26 // V))``
     and at most ``N`` (the memory model of ``crossentropy.functional.linear``)."""
     like_input = math.ceil(n_rows / max(1, math.ceil(vocab / max(1, hidden))))
     floor = min(_FLOOR_ROWS, _FLOOR_ELEMENTS // max(1, vocab))
@@ -96,12 +98,22 @@ def run(input, W, b, plan: Plan, go, want):
     loss = torch.zeros(math.prod(plan.out_shape), dtype=cdt, device=input.device)
     need = go is not None
     gx = torch.zeros_like(input) if need and want[0] else None
-    gW = torch.zeros((V, W.shape[1]), dtype=plan.accum_dtype, device=W.device) if need and want[1] else None
-    gb = torch.zeros(V, dtype=plan.accum_dtype, device=W.device) if need and want[2] and b is not None else None
+    # the accumulators are written, not added to, by the first chunk (zeroed if there is none)
+    gW = torch.empty((V, W.shape[1]), dtype=plan.accum_dtype, device=W.device) if need and want[1] else None
+    gb = torch.empty(V, dtype=plan.accum_dtype, device=W.device) if need and want[2] and b is not None else None
+    # One buffer holds every chunk's logits in turn when the matrix product
+    # can write them in the compute dtype: no chunk allocates (nor first-touches) its own.
+    buf = torch.empty((min(plan.chunk_size, plan.n_rows), V), dtype=cdt, device=input.device) \
+        if input.dtype == cdt else None
+    first = True
     for ids in _chunks(plan):
         xc = _take(input, ids)
         # 1. this chunk's logits, (n, D * C) -> (n * D, C) rows of one loss each
-        logits = (xc @ W.T if b is None else torch.addmm(b, xc, W.T)).to(cdt)
+        if buf is None:
+            logits = (xc @ W.T if b is None else torch.addmm(b, xc, W.T)).to(cdt)
+        else:
+            logits = buf[:xc.shape[0]]
+            torch.mm(xc, W.T, out=logits) if b is None else torch.addmm(b, xc, W.T, out=logits)
         work = logits.view(-1, C)
         counted = _take(plan.counted, ids).reshape(-1)
         if plan.probs is None:
@@ -121,25 +133,37 @@ def run(input, W, b, plan: Plan, go, want):
         else:
             loss[pos] = block_loss_and_grad_(work, tg, plan.options, v=v, shards=plan.shards)
         if need:  # 3. fold the logit gradient into the parameters' gradients
-            fold(logits, xc, W, gx, ids, gW, gb)
+            fold(logits, xc, W, gx, ids, gW, gb, first)
+            first = False
         del logits, work  # free this chunk before the next one is allocated
+    if first:  # no rows were walked
+        for acc in (gW, gb):
+            if acc is not None:
+                acc.zero_()
     if gx is not None and plan.shards is not None:
         gx = plan.shards.all_sum(gx)  # every shard of the classifier contributes to dL/dx
     return loss, gx, gW, gb
 
 
-def fold(G, xc, W, gx, ids, gW, gb):
+def fold(G, xc, W, gx, ids, gW, gb, first=False):
     """dL/dx = G W into ``gx``'s rows ``ids``; dL/dW += G^T x and dL/db +=
-    sum_rows G in their accumulators, in place (no V x H temporary)."""
+    sum_rows G in their accumulators, in place (no V x H temporary);
+    ``first``: the accumulators hold nothing yet, and are written."""
     if gx is not None:
         if isinstance(ids, slice):
             torch.mm(G.to(W.dtype), W, out=gx[ids])
         else:
             gx.index_copy_(0, ids, torch.mm(G.to(W.dtype), W))
     if gW is not None:
-        gW.addmm_(G.T.to(gW.dtype), xc.to(gW.dtype))
+        if first:
+            torch.mm(G.T.to(gW.dtype), xc.to(gW.dtype), out=gW)
+        else:
+            gW.addmm_(G.T.to(gW.dtype), xc.to(gW.dtype))
     if gb is not None:
-        gb.add_(G.sum(0).to(gb.dtype))
+        if first:
+            torch.sum(G, 0, dtype=gb.dtype, out=gb)
+        else:
+            gb.add_(G.sum(0).to(gb.dtype))
 
 
 def reduced(loss, plan: Plan):

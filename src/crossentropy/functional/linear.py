@@ -15,26 +15,32 @@ Memory model (``N`` rows, ``H`` features, ``V`` classes, ``n`` rows a chunk):
 * alive at peak, besides the inputs: the input gradient ``N x H`` (input
   dtype), the weight gradient ``V x H`` and the bias gradient ``V`` (both in
   ``accum_dtype``, float32 by default), and one chunk of logits ``n x V`` in
-  float32 (it becomes the chunk's logit gradient in place), plus its copy in
-  the input dtype for the matrix products when that is not float32;
+  float32 (it becomes the chunk's logit gradient in place; in float32 and
+  float64 one buffer serves every chunk in turn), plus its copy in the input
+  dtype for the matrix products when that is not float32. The gradients are
+  the step's outputs; the chunk (and a few per-row vectors) is all the extra;
 * the default chunk holds ``n = max(ceil(N / ceil(V / H)), min(512,
-  floor(2**24 / V)))`` rows, at most ``N``. The first term makes the chunk
+  floor(2**26 / V)))`` rows, at most ``N``. The first term makes the chunk
   of logits about as large as the input (``n V ~ N H``). The second keeps
-  chunks from getting so thin that the time goes into reading and writing the
-  ``V x H`` weight-gradient accumulator, once a chunk, rather than into the
-  matrix products: 512 rows amortise it (measured with
-  ``benchmarks/bench_linear_cross_entropy.py``: at N = 4096, H = 1024,
-  V = 32000 a step takes 0.87x the time with 512 rows a chunk as with 128),
-  and ``2**24 / V`` caps that floor at 64 MiB of float32 logits. ``N`` counts
-  the rows that are walked: after ``shift``, and on CPU without the rows whose
-  target is ignored.
+  chunks from getting thin: every chunk, however few its rows, pays a cost
+  proportional to ``V x H`` (its two products with the weight pack all of
+  it, and the weight gradient's accumulator is read and written), against
+  matrix products proportional to ``n V H``, so the rows a chunk set the
+  share of that overhead whatever the shape. Measured with
+  ``benchmarks/bench_linear_cross_entropy.py --chunks``: at N = 4096,
+  H = 1024, V = 32000 a step takes 0.82x the time with 512 rows a chunk as
+  with 128, and at N = 1024, H = 1024, V = 128256 0.82x (1024 rows: 0.74x).
+  ``2**26 / V`` caps that floor at 256 MiB of float32 logits (256 rows at
+  V = 262144). Fewer rows (``chunk_size=``) trade time for memory: 128 rows
+  at V = 32000 hold 16 MB of logits. ``N`` counts the rows that are walked:
+  after ``shift``, and on CPU without the rows whose target is ignored.
 
 Worked example at an LLM size, N = 8192, H = 4096, V = 128256, bfloat16
 input and weight: ``ceil(V / H) = 32`` gives 256 rows, the floor
-``min(512, 130)`` 130, so ``n = 256``; the chunk of logits is
-256 x 128256 x 4 B = 131 MB (+ 66 MB for its bfloat16 copy), the float32
+``min(512, 523)`` 512, so ``n = 512``; the chunk of logits is
+512 x 128256 x 4 B = 263 MB (+ 131 MB for its bfloat16 copy), the float32
 weight gradient 128256 x 4096 x 4 B = 2.10 GB, the input gradient
-8192 x 4096 x 2 B = 67 MB: about 2.4 GB in all, against 4.2 GB for the
+8192 x 4096 x 2 B = 67 MB: about 2.6 GB in all, against 4.2 GB for the
 float32 logits alone (and as much again for their gradient) on the naive
 path.
 
