@@ -163,7 +163,7 @@ def measure(configs, reps, threads, methods, memory=True, scale=1.0):
 
 
 COLUMNS = [("method", "method", ""), ("N", "N", "d"), ("V", "V", "d"), ("dtype", "dtype", ""),
-           ("ms", "ms", ".0f"), ("time_vs_torch", "time / torch", ".2f"),
+           ("ms", "ms", ".2f"), ("time_vs_torch", "time / torch", ".2f"),
            ("extra_mb", "extra peak MB", ".0f"), ("mem_vs_torch", "memory / torch", ".2f"),
            ("logits_mb", "logits MB", ".0f")]
 
@@ -197,6 +197,7 @@ def main():
     ap.add_argument("--main-only", action="store_true", help="the targets' sizes only (no scaled loss, no V sweep)")
     ap.add_argument("--more", action="store_true",
                     help="instead: float16 at 4096 x 32000, N=16384 at V=32000 (bfloat16: 1 GB), and N=256, V=10")
+    ap.add_argument("--small-only", action="store_true", help="with --more: N=256, V=10 only")
     args = ap.parse_args()
     m.start(args)
     if args.quick:
@@ -206,7 +207,8 @@ def main():
         return
     reps = args.reps or 9
     if args.more:  # a small problem's step is ~0.1 ms: many more rounds for a stable median
-        rows = [r for n, v, dtype in MORE
+        more = [c for c in MORE if c[0] * c[1] < 1e6] if args.small_only else MORE
+        rows = [r for n, v, dtype in more
                 for r in measure([(n, v, dtype)], reps * 25 if n * v < 1e6 else reps, args.threads, METHODS)]
         print(f"\nforward + backward, median of {reps} interleaved rounds ({reps * 25} for the small size)\n")
         print(m.table(rows, COLUMNS))
