@@ -225,3 +225,60 @@ def test_every_power_of_the_sigmoid_focal_kernel(gamma):
                                                       reduction="none", grad_output=np.ones(4099))
     np.testing.assert_allclose(loss.detach().numpy(), want, rtol=1e-13, atol=0)
     np.testing.assert_allclose(a.grad.numpy(), grad, rtol=1e-12, atol=1e-300)
+
+
+@numba.njit(fastmath={"reassoc", "contract"})  # the kernels' flags: Horner's rule in fused multiply-adds
+def _exp64_all(d, out):
+    for i in range(d.size):
+        out[i] = _bits.exp_fast(d[i])
+
+
+def test_the_float64_exponential_is_within_one_ulp_over_its_whole_range():
+    """A million points from 0 down to ``_exp64.NORMAL_LO``, and the tiny
+    arguments near 0, against the 80-bit long double ``exp``: under 1 ulp."""
+    from crossentropy._cpu import _exp64
+
+    d = np.concatenate([-np.linspace(0.0, -_exp64.NORMAL_LO, 1_000_001),
+                        -np.random.default_rng(2).uniform(0, 1e-3, 10_000), [-0.0, -1e-300, -5e-324]])
+    out = np.empty_like(d)
+    _exp64_all(d, out)
+    ref = np.exp(d.astype(np.longdouble))
+    if np.finfo(np.longdouble).nmant <= 52:
+        pytest.skip("long double is float64 here")
+    ulps = np.abs(out.astype(np.longdouble) - ref) / np.spacing(ref.astype(np.float64))
+    assert float(ulps.max()) <= 1.0, float(ulps.max())
+
+
+@pytest.mark.parametrize("fn", ["cross_entropy", "focal_loss"])
+@pytest.mark.parametrize("class_first", [False, True])
+def test_numpy_kernels_recompute_outside_the_exponentials_range(fn, class_first, monkeypatch):
+    """float64 logits whose shifted values fall below the polynomial's range
+    (subnormal and zero probabilities), and -inf: the NumPy kernels (rows
+    and columns) agree with the core to float64 rounding."""
+    f = getattr(ce, fn)
+    x = np.array([[0.0, -700.0, -707.9, -708.1, -720.0, -745.0, -800.0, -np.inf],
+                  [3.0, 2.0, -705.0, -709.0, -744.5, 1.0, 0.5, -1.0]])
+    y = np.array([0, 3])
+    kw = dict(reduction="sum", label_smoothing=0.0 if fn == "cross_entropy" else 0.1)
+    xs, axis = (np.ascontiguousarray(x.T), {"axis": 0}) if class_first else (x, {})
+    value, grad = f.value_and_grad(xs, y, **axis, **kw)
+    monkeypatch.setenv("CROSSENTROPY_CPU_KERNELS", "0")
+    want_value, want_grad = f.value_and_grad(xs, y, **axis, **kw)
+    np.testing.assert_allclose(value, want_value, rtol=1e-14, atol=0)
+    np.testing.assert_allclose(grad, want_grad, rtol=1e-13, atol=1e-300)
+    if fn == "cross_entropy":  # its gradient holds the subnormal probabilities themselves: they were compared
+        assert np.any((want_grad != 0) & (np.abs(want_grad) < 2.3e-308))
+
+
+def test_which_numpy_arrays_take_the_compiled_kernels(monkeypatch):
+    from crossentropy import _numpy
+
+    x = np.zeros((5, 3))
+    assert _numpy.applies(x) and _numpy.applies(x.astype(np.float32))
+    assert not _numpy.applies(x.astype(np.float16))  # the core, in float32
+    assert not _numpy.applies(np.zeros((0, 3)))
+    assert _numpy.class_first(x) is None  # class axis last: the row kernels
+    assert _numpy.class_first(np.moveaxis(np.zeros((3, 5, 2)), 0, -1)).shape == (3, 10)  # axis=0: columns
+    assert _numpy.class_first(np.zeros((3, 5)).T[::2]) is None  # neither layout: copied, row kernels
+    monkeypatch.setenv("CROSSENTROPY_CPU_KERNELS", "0")
+    assert not _numpy.applies(x)

@@ -9,11 +9,12 @@ import pytest
 
 from crossentropy.cases import CASES, paths
 
-LOCAL = ("numpy", "torch-core", "torch-kernel", "torch-chunks", "linear")
-# torch-chunks (the fallback of the compiled CPU kernels): one case in three
-# here, every case in ``crossentropy check``
+LOCAL = ("numpy", "numpy-core", "numpy-columns", "torch-core", "torch-kernel", "torch-chunks", "linear")
+# torch-chunks and numpy-core (the fallbacks of the compiled CPU kernels): one
+# case in three here, every case in ``crossentropy check``
+FALLBACKS = ("torch-chunks", "numpy-core")
 JOBS = [(case, path, dtype) for i, case in enumerate(CASES) for path in LOCAL for dtype in paths.DTYPES
-        if paths.accepts(case, path, dtype) and (path != "torch-chunks" or i % 3 == 0)]
+        if paths.accepts(case, path, dtype) and (path not in FALLBACKS or i % 3 == 0)]
 
 
 @pytest.mark.parametrize("case,path,dtype", JOBS, ids=lambda v: v if isinstance(v, str) else repr(v))
@@ -28,6 +29,8 @@ def test_every_function_and_path_is_covered():
         assert (fn, "numpy") in covered and (fn, "torch-core") in covered
     for fn in paths.KERNELS:
         assert (fn, "torch-kernel") in covered and (fn, "torch-chunks") in covered
+    for fn in paths.NUMPY_KERNELS:
+        assert (fn, "numpy-core") in covered and (fn, "numpy-columns") in covered
     assert ("cross_entropy", "linear") in covered
     assert {d for _, _, d in JOBS} == set(paths.DTYPES)
     assert {"extreme", "tiny", "empty", "ignored", "nonfinite"} <= set().union(*(c.tags for c in CASES))

@@ -103,6 +103,26 @@ def test_blocks_of_rows_and_workers_reach_logistic_regressions_optimum(monkeypat
     np.testing.assert_allclose(ours.coef_, whole.coef_, atol=1e-8)
 
 
+@pytest.mark.parametrize("params", [dict(), dict(label_smoothing=0.1), dict(loss="focal", gamma=2.0),
+                                    dict(loss="focal", gamma=0.5, label_smoothing=0.2)])
+def test_the_fit_without_compiled_kernels_is_the_same_fit(monkeypatch, params):
+    """Without numba (``CROSSENTROPY_CPU_KERNELS=0``: the losses' NumPy core
+    instead of the compiled class-first kernels) every loss reaches the same
+    coefficients and objective, over several blocks of rows."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((3000, 6))
+    y = (X @ rng.standard_normal((6, 4))).argmax(axis=1)
+    y[rng.random(3000) < 0.2] = rng.integers(0, 4, 3000)[:1]
+    import crossentropy.models.softmax_regression as module
+
+    monkeypatch.setattr(module, "_BLOCK_ROWS", 700)  # five blocks
+    compiled = SoftmaxRegression(tol=1e-10, **params).fit(X, y)
+    monkeypatch.setenv("CROSSENTROPY_CPU_KERNELS", "0")
+    core = SoftmaxRegression(tol=1e-10, **params).fit(X, y)
+    np.testing.assert_allclose(compiled.coef_, core.coef_, atol=1e-8)
+    np.testing.assert_allclose(compiled.objective_, core.objective_, rtol=1e-12)
+
+
 def test_class_weight_dict_equals_sample_weight():
     X, y = standardised("iris")
     cw = {0: 1.0, 1: 3.0, 2: 0.5}

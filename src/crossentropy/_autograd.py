@@ -16,7 +16,10 @@ Two ways of giving torch a gradient, both analytic:
   ``public.value_and_grad(...)``, the same core with no autograd, for NumPy
   and every other array library. A ``kernel(**arguments)`` for torch tensors
   is tried first; it returns the value, or ``NotImplemented`` where it does
-  not apply.
+  not apply. An ``array_kernel(**arguments, need_grad=..., grad_output=...)``
+  for NumPy arrays (the compiled CPU kernels) is tried first in the same way
+  by the public function and ``value_and_grad``, and returns what the core
+  does; ``public.reference`` never calls either kernel.
 * :func:`kept_gradient` is what the kernels use: their forward computes the
   loss and its gradient for a unit ``grad_output`` in the same pass, keeps the
   gradient, and the backward only multiplies it by ``grad_output``
@@ -49,6 +52,8 @@ import warnings
 
 import sys
 
+import numpy as _np
+
 from ._array import is_jax, is_torch, transformed
 from ._array import quiet as _numpy_quiet
 
@@ -58,10 +63,11 @@ __all__ = ["analytic", "kept_gradient", "scale_kept_gradient"]
 _HALF_CHUNK_BYTES = 1 << 21
 
 
-def analytic(core, kernel=None):
+def analytic(core, kernel=None, array_kernel=None):
     """Decorator: the public function whose signature and docstring it wraps,
     computed by ``core`` (see the module docstring); ``kernel(**arguments)``,
-    when given, is tried first for torch inputs."""
+    when given, is tried first for torch inputs, ``array_kernel`` for NumPy
+    ones."""
 
     def decorate(public):
         sig = inspect.signature(public)
@@ -99,8 +105,17 @@ def analytic(core, kernel=None):
                 rest = {k: arguments[k] for k in names[1:]}
                 return function_classes()[0].apply(first, core, rest, public.__name__)
             with _quiet_for(first):
+                if use_kernel:
+                    done = _on_array_kernel(arguments, first, False, None)
+                    if done is not NotImplemented:
+                        return done[0]
                 value, _ = core(**arguments, need_grad=False, grad_output=None)
             return value
+
+        def _on_array_kernel(arguments, first, need_grad, grad_output):
+            if array_kernel is None or type(first) is not _np.ndarray:
+                return NotImplemented
+            return array_kernel(**arguments, need_grad=need_grad, grad_output=grad_output)
 
         @functools.wraps(public)
         def function(*args, **kwargs):
@@ -116,7 +131,11 @@ def analytic(core, kernel=None):
 
                 with torch.no_grad():  # analytic: nothing for autograd to record
                     return core(**arguments, need_grad=True, grad_output=grad_output)
-            with _quiet_for(arguments[positional[0]] if positional else None):
+            first = arguments[positional[0]] if positional else None
+            with _quiet_for(first):
+                done = _on_array_kernel(arguments, first, True, grad_output)
+                if done is not NotImplemented:
+                    return done
                 return core(**arguments, need_grad=True, grad_output=grad_output)
 
         value_and_grad.__doc__ = (

@@ -34,10 +34,11 @@ def available() -> bool:
     return _STATE["ok"]
 
 
-def use_threads(elements: int, limit: int) -> None:
+def use_threads(elements: int, limit: int, per_thread: int = PER_THREAD) -> None:
     """Tell numba how many threads the next kernel call on this thread runs
-    on: one per :data:`PER_THREAD` elements, at most ``limit`` (the caller's
-    thread count, e.g. torch's) and ``NUMBA_NUM_THREADS``."""
+    on (numba's count is per calling thread): one per ``per_thread``
+    elements, at most ``limit`` (the caller's thread count, e.g. torch's) and
+    ``NUMBA_NUM_THREADS``."""
     import numba
 
-    numba.set_num_threads(max(1, min(limit, numba.config.NUMBA_NUM_THREADS, -(-elements // PER_THREAD))))
+    numba.set_num_threads(max(1, min(limit, numba.config.NUMBA_NUM_THREADS, -(-elements // per_thread))))

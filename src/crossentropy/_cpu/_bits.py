@@ -183,7 +183,9 @@ def _exp_any(d):  # a Python body for the overload below
 def _exp_any_impl(d):
     if d == types.float32:
         return lambda d: exp_nonpositive(d)
-    return lambda d: math.exp(d)
+    from ._exp64 import exp_nonpositive64  # float64: the polynomial of its own module
+
+    return lambda d: exp_nonpositive64(d)
 
 
 def _in_range(d):
@@ -194,8 +196,10 @@ def _in_range(d):
 def _in_range_impl(d):
     if d == types.float32:
         return lambda d: d >= NORMAL_LO and d <= 0
-    return lambda d: True  # float64: math.exp is right everywhere
+    from ._exp64 import NORMAL_LO as NORMAL_LO64
+
+    return lambda d: d >= NORMAL_LO64 and d <= 0
 
 
-exp_fast = _exp_any  # e^d for d <= 0: the polynomial in float32, libm's exp in float64
+exp_fast = _exp_any  # e^d for d <= 0: a polynomial in float32 (above) and in float64 (._exp64)
 exp_fast_ok = _in_range  # whether exp_fast(d) is right (else recompute with math.exp)

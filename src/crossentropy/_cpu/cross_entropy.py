@@ -15,6 +15,9 @@ case through it against the core):
   the target column ``v c p_y - v h - v b_y`` (``target_gradient``), with
   ``p_y = e^{(s_y - m) - log Σ}`` in float64.
 
+The exponentials are ``_bits.exp_fast``: a vectorising polynomial in float32
+and in float64 (``_exp64``), ``math.exp`` where they are not right.
+
 The loss rows are not computed here: the kernel returns ``m``, ``log Σ``,
 ``s_y - m`` and ``dot`` per row, and the caller calls ``row_loss``.
 

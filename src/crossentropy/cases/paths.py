@@ -2,7 +2,14 @@
 
 Paths (:data:`PATHS`):
 
-* ``numpy``: ``f.value_and_grad`` on NumPy arrays (float64, float32, float16);
+* ``numpy``: ``f.value_and_grad`` on NumPy arrays (float64, float32, float16),
+  which takes the compiled CPU kernel where the loss has one
+  (:data:`NUMPY_KERNELS`; float32 and float64, where numba is installed);
+* ``numpy-core``: the same with the compiled CPU kernels turned off
+  (``CROSSENTROPY_CPU_KERNELS=0``): the array-API core, as without numba;
+* ``numpy-columns``: the ``numpy`` path with the class axis moved first (a
+  C-contiguous copy, ``axis=0``, the gradient moved back): the column
+  kernels of ``crossentropy._cpu.columns``, which take logits laid out so;
 * ``torch-core``: torch autograd through the array-API core
   (``f.reference``, the analytic backward), and ``f.value_and_grad`` on torch
   tensors;
@@ -70,12 +77,13 @@ import crossentropy as ce
 
 from . import CASES
 
-__all__ = ["PATHS", "DTYPES", "KERNELS", "TRITON_KERNELS", "triton_device", "accepts", "check", "compare", "expected",
+__all__ = ["PATHS", "DTYPES", "KERNELS", "NUMPY_KERNELS", "TRITON_KERNELS", "triton_device", "accepts", "check", "compare", "expected",
            "tolerance", "ulp"]
 
-PATHS = ("numpy", "torch-core", "torch-kernel", "torch-chunks", "linear", "triton", "triton-linear", "vocab-parallel")
+PATHS = ("numpy", "numpy-core", "numpy-columns", "torch-core", "torch-kernel", "torch-chunks", "linear", "triton", "triton-linear", "vocab-parallel")
 DTYPES = ("float64", "float32", "bfloat16", "float16")
 KERNELS = frozenset({"cross_entropy", "focal_loss", "binary_cross_entropy_with_logits", "sigmoid_focal_loss"})
+NUMPY_KERNELS = frozenset({"cross_entropy", "focal_loss"})
 TRITON_KERNELS = frozenset({"cross_entropy", "binary_cross_entropy_with_logits", "sigmoid_focal_loss"})
 TRITON_TILE = 4  # columns a vocabulary tile on the triton path (elements, for the binary losses)
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -111,6 +119,10 @@ def _finite_inputs(case):
 def accepts(case, path, dtype) -> bool:
     if path == "numpy":
         return dtype != "bfloat16"  # NumPy has no bfloat16
+    if path == "numpy-core":
+        return dtype != "bfloat16" and case.fn in NUMPY_KERNELS
+    if path == "numpy-columns":  # the kernels' dtypes (float16 runs the core, as on the numpy path)
+        return dtype in ("float64", "float32") and case.fn in NUMPY_KERNELS
     if path == "torch-core":
         return True
     if path in ("torch-kernel", "torch-chunks"):
@@ -215,13 +227,16 @@ def run(case, path, dtype):
     the expected grad_output, both as float64 NumPy arrays."""
     exp = expected(case, dtype)
     f = case.function
-    kind = "numpy" if path == "numpy" else "torch"
+    kind = "numpy" if path.startswith("numpy") else "torch"
     args = [to_dtype(a, dtype, kind) for a in exp.args]
     kwargs = {k: to_dtype(v, dtype, kind) for k, v in exp.kwargs.items()}
     ctx = _quiet()
     try:
-        if path == "numpy":
-            value, grad = f.value_and_grad(*args, grad_output=exp.grad_output, **kwargs)
+        if path == "numpy-columns":
+            return _run_class_first(f, args, kwargs, exp, dtype)
+        if path in ("numpy", "numpy-core"):
+            with _compiled_kernels(path == "numpy"):
+                value, grad = f.value_and_grad(*args, grad_output=exp.grad_output, **kwargs)
             return as_float64(value), as_float64(grad), _dtype_ok(value, grad, dtype)
         if path == "linear":
             return _run_linear(args, kwargs, exp, dtype)
@@ -245,6 +260,17 @@ def run(case, path, dtype):
         return as_float64(value), as_float64(grad), ok
     finally:
         ctx.__exit__(None, None, None)
+
+
+def _run_class_first(f, args, kwargs, exp, dtype):
+    """``f.value_and_grad`` on the logits (and probability targets) with the
+    class axis moved first, C-contiguous, and ``axis=0``."""
+    x, t, *rest = args
+    cd = (1 if x.ndim >= 2 else 0) if kwargs.get("axis") is None else kwargs["axis"] % x.ndim
+    first = (lambda a: np.ascontiguousarray(np.moveaxis(a, cd, 0)))  # noqa: E731
+    t = first(t) if t.shape == x.shape else t
+    value, grad = f.value_and_grad(first(x), t, *rest, grad_output=exp.grad_output, **{**kwargs, "axis": 0})
+    return as_float64(value), as_float64(np.moveaxis(grad, 0, cd)), _dtype_ok(value, grad, dtype)
 
 
 def triton_device():

@@ -18,7 +18,7 @@ import crossentropy as ce
 
 __all__ = ["add_parser", "run", "run_checks"]
 
-LOCAL_PATHS = ("numpy", "torch-core", "torch-kernel", "torch-chunks", "linear")
+LOCAL_PATHS = ("numpy", "numpy-core", "numpy-columns", "torch-core", "torch-kernel", "torch-chunks", "linear")
 
 
 def add_parser(sub):

@@ -4,13 +4,14 @@ functions, their validation and their dispatch.
 The math is :mod:`crossentropy.losses.cross_entropy`; torch tensors go to the
 fused kernel :mod:`crossentropy._torch.cross_entropy` (CUDA tensors to the
 Triton one, :mod:`crossentropy._triton.cross_entropy`, when triton imports),
-everything else (and torch when a target or weight requires grad) to the
-array-API core.
+NumPy float32 and float64 arrays to the compiled row kernel where numba
+imports (:mod:`crossentropy._numpy.cross_entropy`), everything else (and
+torch when a target or weight requires grad) to the array-API core.
 """
 
 from __future__ import annotations
 
-from .. import _triton
+from .. import _numpy, _triton
 from .._array import is_torch, quiet
 from .._autograd import analytic
 from ..losses import _targets
@@ -24,6 +25,18 @@ def _core(input, target, weight, ignore_index, reduction, label_smoothing, axis,
           num_items_in_batch, inplace_backward, *, need_grad, grad_output):
     p = _targets.read(input, target, weight, ignore_index, reduction, label_smoothing, axis, z_loss, softcap)
     value, grad, _ = math.core(p, num_items_in_batch, need_grad=need_grad, grad_output=grad_output)
+    return p.in_input_layout(input, value, grad)
+
+
+def _array_kernel(input, target, weight, ignore_index, reduction, label_smoothing, axis, z_loss, softcap,
+                  num_items_in_batch, inplace_backward, *, need_grad, grad_output):
+    """NumPy float32 and float64 arrays: the compiled row kernel, where numba imports."""
+    if not _numpy.applies(input):
+        return NotImplemented
+    p = _targets.read(input, target, weight, ignore_index, reduction, label_smoothing, axis, z_loss, softcap)
+    from .._numpy.cross_entropy import core
+
+    value, grad = core(p, num_items_in_batch, need_grad=need_grad, grad_output=grad_output)
     return p.in_input_layout(input, value, grad)
 
 
@@ -46,7 +59,7 @@ def _kernel(input, target, weight, ignore_index, reduction, label_smoothing, axi
     return (value, stats) if with_stats else value
 
 
-@analytic(_core, kernel=_kernel)
+@analytic(_core, kernel=_kernel, array_kernel=_array_kernel)
 def cross_entropy(
     input, target, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0,
     *, axis=None, z_loss=0.0, softcap=None, num_items_in_batch=None, inplace_backward=False,

@@ -1,12 +1,14 @@
 r"""``focal_loss`` and ``sigmoid_focal_loss``: the public functions, their
-validation and their dispatch. The math is :mod:`crossentropy.losses.focal`.
+validation and their dispatch. The math is :mod:`crossentropy.losses.focal`;
+NumPy float32 and float64 logits of ``focal_loss`` go to the compiled row
+kernel where numba imports (:mod:`crossentropy._numpy.focal`).
 """
 
 from __future__ import annotations
 
 import functools
 
-from .. import _checks, _triton
+from .. import _checks, _numpy, _triton
 from .._autograd import analytic, kept_gradient
 from ..losses import _targets, binary
 from ..losses import focal as math
@@ -15,17 +17,34 @@ from .._reduce import finish_elementwise
 __all__ = ["focal_loss", "sigmoid_focal_loss"]
 
 
-def _focal_core(input, target, gamma, weight, ignore_index, reduction, label_smoothing, *, need_grad, grad_output):
-    p = _targets.read(input, target, weight, ignore_index, reduction, label_smoothing)
+def _focal_core(input, target, gamma, weight, ignore_index, reduction, label_smoothing, axis, *, need_grad,
+                grad_output):
+    p = _targets.read(input, target, weight, ignore_index, reduction, label_smoothing, axis)
     gamma = _checks.focal_gamma(gamma)
     value, grad = math.categorical_core(p, gamma, need_grad=need_grad, grad_output=grad_output)
     return p.in_input_layout(input, value, grad)
 
 
-def _focal_kernel(input, target, gamma, weight, ignore_index, reduction, label_smoothing):
+def _focal_array_kernel(input, target, gamma, weight, ignore_index, reduction, label_smoothing, axis, *, need_grad,
+                        grad_output):
+    """NumPy float32 and float64 arrays: the compiled row kernel, where numba imports."""
+    if not _numpy.applies(input):
+        return NotImplemented
+    p = _targets.read(input, target, weight, ignore_index, reduction, label_smoothing, axis)
+    gamma = _checks.focal_gamma(gamma)
+    from .._numpy.focal import core
+
+    value, grad = core(p, gamma, need_grad=need_grad, grad_output=grad_output)
+    return p.in_input_layout(input, value, grad)
+
+
+def _focal_kernel(input, target, gamma, weight, ignore_index, reduction, label_smoothing, axis):
     """Torch tensors: value and unit gradient from one pass of the core, the
-    gradient kept for a backward that only scales it."""
-    arguments = (input, target, gamma, weight, ignore_index, reduction, label_smoothing)
+    gradient kept for a backward that only scales it (PyTorch's class axis
+    only; another ``axis`` takes the analytic backward)."""
+    if axis is not None:
+        return NotImplemented
+    arguments = (input, target, gamma, weight, ignore_index, reduction, label_smoothing, None)
 
     def compute(want_grad):
         value, grad = _focal_core(*arguments, need_grad=want_grad, grad_output=None)
@@ -38,17 +57,18 @@ def _focal_kernel(input, target, gamma, weight, ignore_index, reduction, label_s
                          reference=reference)[0]
 
 
-@analytic(_focal_core, kernel=_focal_kernel)
+@analytic(_focal_core, kernel=_focal_kernel, array_kernel=_focal_array_kernel)
 def focal_loss(
-    input, target, gamma=2.0, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0
+    input, target, gamma=2.0, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0, *, axis=None
 ):
     r"""Categorical focal loss (Lin et al. 2017) on logits.
 
     .. math:: \ell_n = -\sum_c a_{n,c}\,(1 - p_{n,c})^{\gamma}\,\log p_{n,c},
         \qquad p_n = \operatorname{softmax}(x_n)
 
-    Targets, class weights, ``ignore_index``, label smoothing and reductions
-    follow :func:`cross_entropy` exactly, so ``gamma=0`` *is* cross-entropy in
+    Targets, class weights, ``ignore_index``, label smoothing, reductions and
+    ``axis`` (the class axis when it is not PyTorch's) follow
+    :func:`cross_entropy` exactly, so ``gamma=0`` *is* cross-entropy in
     every configuration. With :math:`v_c = a_c\,p_c\,\phi'(p_c)` for
     :math:`\phi(p) = -(1-p)^\gamma\log p`, the gradient is
 

@@ -53,10 +53,10 @@ class Categorical:
         """The value in the input's dtype; the gradient (class axis last) with
         the class axis back where the input has it, in the input's dtype."""
         xp = self.xp
-        value = xp.astype(value, input.dtype)
+        value = xp.astype(value, input.dtype, copy=False)
         if grad is None:
             return value, None
-        return value, xp.astype(xp.moveaxis(grad, -1, self.class_axis), input.dtype)
+        return value, xp.astype(xp.moveaxis(grad, -1, self.class_axis), input.dtype, copy=False)
 
     def one_hot(self):
         """The index target as a dense (..., C) 0/1 array in the compute dtype."""

@@ -12,12 +12,12 @@ LOSSES = ("cross_entropy", "focal")
 
 
 def row_loss(loss, *, binary, y_index, label_smoothing, gamma):
-    """``(Z, grad_output) -> (per-row loss, dJ/dZ)`` for ``loss`` (one of
+    """``(Zt, grad_output) -> (per-row loss, dJ/dZt)`` for ``loss`` (one of
     :data:`LOSSES`) on the class indices ``y_index``.
 
-    ``Z`` is (n, 1) for two classes (the positive class's log-odds), else
-    (n, K); ``grad_output`` (n,) weighs each row's loss in ``dJ/dZ``, which has
-    ``Z``'s shape.
+    ``Zt`` holds the logits with the class axis first: (1, n) for two classes
+    (the positive class's log-odds), else (K, n); ``grad_output`` (n,) weighs
+    each row's loss in ``dJ/dZt``, which has ``Zt``'s shape.
     """
     e = float(label_smoothing)
     gamma = float(gamma)
@@ -37,20 +37,20 @@ def row_loss(loss, *, binary, y_index, label_smoothing, gamma):
                     z, t, alpha=-1.0, gamma=gamma, reduction="none", grad_output=g
                 )
 
-        def binary_rows(Z, g):
-            value, grad = vg(Z[:, 0], g)
-            return value, grad[:, None]
+        def binary_rows(Zt, g):
+            value, grad = vg(Zt[0], g)
+            return value, grad[None, :]
 
         return binary_rows
     target = y_index.astype(np.int64)
     if loss == "cross_entropy":
-        def rows(Z, g):
+        def rows(Zt, g):
             return ce.cross_entropy.value_and_grad(
-                Z, target, reduction="none", label_smoothing=e, grad_output=g
+                Zt, target, reduction="none", label_smoothing=e, grad_output=g, axis=0
             )
     else:
-        def rows(Z, g):
+        def rows(Zt, g):
             return ce.focal_loss.value_and_grad(
-                Z, target, gamma=gamma, reduction="none", label_smoothing=e, grad_output=g
+                Zt, target, gamma=gamma, reduction="none", label_smoothing=e, grad_output=g, axis=0
             )
     return rows

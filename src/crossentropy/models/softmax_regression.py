@@ -51,6 +51,7 @@ __all__ = ["SoftmaxRegression", "LOSSES"]
 
 _SMALL_PRODUCT = 10_000_000  # n * d * k below which fit runs BLAS on one thread
 _BLOCK_ROWS = 8192  # rows whose logits and gradient a block holds: 0.6 MiB at 10 classes
+_BLOCK_LOGITS = 1 << 17  # at most this many logits a block (1 MiB): the loss runs each block on one thread
 
 
 def _blas_threads():
@@ -236,10 +237,13 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
         # go to memory and back on every pass (BENCHMARKS.md, "Fitting a
         # table"). The blocks are shared out among the BLAS thread count's
         # workers (NumPy releases the GIL), each running one-thread BLAS.
-        starts = range(0, n, _BLOCK_ROWS)
-        blocks = [(slice(a, a + _BLOCK_ROWS), row_loss(
-            self.loss, binary=binary, y_index=y_index[a:a + _BLOCK_ROWS],
-            label_smoothing=self.label_smoothing, gamma=self.gamma)) for a in starts]
+        # The loss of a block that small runs on one thread (the compiled
+        # kernels start a second thread from 2^17 logits), so the workers'
+        # threads never share a core with the loss's own.
+        step = max(64, min(_BLOCK_ROWS, _BLOCK_LOGITS // k))
+        blocks = [(slice(a, a + step), row_loss(
+            self.loss, binary=binary, y_index=y_index[a:a + step],
+            label_smoothing=self.label_smoothing, gamma=self.gamma)) for a in range(0, n, step)]
         g_out = s / S
         workers = max(1, min(_blas_threads(), len(blocks)))
         shares = [blocks[i::workers] for i in range(workers)]
@@ -249,13 +253,17 @@ class SoftmaxRegression(ClassifierMixin, BaseEstimator):
             value, gW, gb = 0.0, np.zeros((k, d)), np.zeros(k)
             for rows_of, rows in share:
                 Xb = X[rows_of]
-                Z = np.asarray(Xb @ W.T)
+                # the logits with the class axis first, Z^T (k, n) C-contiguous:
+                # the loss's compiled kernels then run along the rows, which
+                # vectorises for any number of classes (X W^T and a transposed
+                # copy is faster than W X^T in OpenBLAS)
+                Zt = np.ascontiguousarray(np.asarray(Xb @ W.T).T)
                 if b is not None:
-                    Z += b
-                loss, G = rows(Z, g_out[rows_of])  # G = dJ/dZ: the loss's VJP with grad_output = s / S
+                    Zt += b[:, None]
+                loss, Gt = rows(Zt, g_out[rows_of])  # G = dJ/dZ: the loss's VJP with grad_output = s / S
                 value += float(g_out[rows_of] @ loss)
-                gW += np.asarray(Xb.T @ G).T
-                gb += G.sum(axis=0)
+                gW += np.asarray(Gt @ Xb)  # G^T X, (k, n) @ (n, d)
+                gb += Gt.sum(axis=1)
             return value, gW, gb
 
         def objective(theta):
