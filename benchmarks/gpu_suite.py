@@ -327,15 +327,22 @@ def run_tests(smoke, every=False):
     return out.returncode == 0, (lines[-1] if lines else out.stderr.strip()[-300:])
 
 
-def kernel_cases(torch, device):
-    """A step of each kernel for :func:`graph_checks`: name -> (loss of the leaves, leaves)."""
-    import crossentropy as ce
-
+def _step_inputs(torch, device):
+    """The small bfloat16 inputs of the graph checks' steps: logits, targets,
+    hidden states, a classifier weight, and the generator that made them."""
     g = torch.Generator(device=device).manual_seed(0)
     x = torch.randn(64, 1000, device=device, generator=g, dtype=torch.bfloat16)
     y = torch.randint(0, 1000, (64,), device=device, generator=g)
     h = torch.randn(64, 128, device=device, generator=g, dtype=torch.bfloat16)
     W = torch.randn(1000, 128, device=device, generator=g, dtype=torch.bfloat16) / 12
+    return g, x, y, h, W
+
+
+def kernel_cases(torch, device):
+    """A step of each kernel for :func:`graph_checks`: name -> (loss of the leaves, leaves)."""
+    import crossentropy as ce
+
+    g, x, y, h, W = _step_inputs(torch, device)
     t = torch.rand(64, 1000, device=device, generator=g)
     cases = {
         "cross_entropy": (lambda a: ce.cross_entropy(a, y, label_smoothing=0.1, z_loss=1e-4), (x,)),
@@ -350,11 +357,7 @@ def vocab_parallel_cases(torch, device):
     """The vocab-parallel functions' steps for :func:`graph_checks` (the group of one rank)."""
     from crossentropy.distributed import vocab_parallel_cross_entropy, vocab_parallel_linear_cross_entropy
 
-    g = torch.Generator(device=device).manual_seed(0)
-    x = torch.randn(64, 1000, device=device, generator=g, dtype=torch.bfloat16)
-    y = torch.randint(0, 1000, (64,), device=device, generator=g)
-    h = torch.randn(64, 128, device=device, generator=g, dtype=torch.bfloat16)
-    W = torch.randn(1000, 128, device=device, generator=g, dtype=torch.bfloat16) / 12
+    _, x, y, h, W = _step_inputs(torch, device)
     return {
         "vocab_parallel_cross_entropy": (lambda a: vocab_parallel_cross_entropy(
             a, y, label_smoothing=0.1, z_loss=1e-4, check_ranks=False), (x,)),

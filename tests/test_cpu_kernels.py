@@ -16,34 +16,22 @@ from crossentropy._cpu import _bits  # noqa: E402
 from crossentropy._torch import cross_entropy_cpu  # noqa: E402
 
 
-@numba.njit
-def _exp_all(d, out):
-    for i in range(d.size):
-        out[i] = _bits.exp_fast(d[i])
+def _each(fn, **flags):
+    """A compiled loop ``out[i] = fn(a[i])`` over a 1-d array (``fn`` inlined
+    as in the kernels; ``flags``: numba's, e.g. the kernels' fastmath)."""
+    @numba.njit(**flags)
+    def loop(a, out):
+        for i in range(a.shape[0]):
+            out[i] = fn(a[i])
+    return loop
 
 
-@numba.njit
-def _max_rows(x, out):
-    for i in range(x.shape[0]):
-        out[i] = _bits.row_max(x[i])
-
-
-@numba.njit
-def _to_bf16(f, out):
-    for i in range(f.size):
-        out[i] = _bits.f32_to_bf16(f[i])
-
-
-@numba.njit
-def _f16_to_f32(h, out):
-    for i in range(h.size):
-        out[i] = _bits.f16_to_f32(h[i])
-
-
-@numba.njit
-def _f32_to_f16(f, out):
-    for i in range(f.size):
-        out[i] = _bits.f32_to_f16(f[i])
+_exp_all = _each(_bits.exp_fast)
+_max_rows = _each(_bits.row_max)  # over the rows of a 2-d array
+_to_bf16 = _each(_bits.f32_to_bf16)
+_f16_to_f32 = _each(_bits.f16_to_f32)
+_f32_to_f16 = _each(_bits.f32_to_f16)
+_exp64_all = _each(_bits.exp_fast, fastmath={"reassoc", "contract"})  # the kernels' flags: Horner's rule in FMAs
 
 
 def test_the_exponential_is_within_one_ulp_over_its_whole_range():
@@ -225,12 +213,6 @@ def test_every_power_of_the_sigmoid_focal_kernel(gamma):
                                                       reduction="none", grad_output=np.ones(4099))
     np.testing.assert_allclose(loss.detach().numpy(), want, rtol=1e-13, atol=0)
     np.testing.assert_allclose(a.grad.numpy(), grad, rtol=1e-12, atol=1e-300)
-
-
-@numba.njit(fastmath={"reassoc", "contract"})  # the kernels' flags: Horner's rule in fused multiply-adds
-def _exp64_all(d, out):
-    for i in range(d.size):
-        out[i] = _bits.exp_fast(d[i])
 
 
 def test_the_float64_exponential_is_within_one_ulp_over_its_whole_range():
