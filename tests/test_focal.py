@@ -1,6 +1,8 @@
 """The focal losses beyond the registry: finite where torchvision's formula is
 not, and float32 precision at logits of 1e4."""
 
+import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -30,3 +32,25 @@ def test_focal_loss_at_logits_of_1e4_in_float32():
     logp = torch.log_softmax(r, -1)
     (-(1 - logp.exp()) ** 2 * logp).gather(1, y[:, None]).mean().backward()
     assert (a.grad.double() - r.grad).abs().max() <= 8 * 2.0**-24
+
+
+def test_focal_axis_moves_the_class_axis_and_bad_axes_are_refused():
+    """``axis`` as ``cross_entropy``'s: the class axis first gives the same
+    losses and the gradient in the caller's layout, on NumPy (the column
+    kernels) and torch; a bad axis names itself."""
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(6, 4, 3)) * 3
+    y = rng.integers(0, 4, size=(6, 3))
+    want, grad = ce.focal_loss.value_and_grad(x, y, gamma=2.0, reduction="none", grad_output=np.ones((6, 3)))
+    moved = np.ascontiguousarray(np.moveaxis(x, 1, 0))  # (4, 6, 3): the class axis first
+    got, got_grad = ce.focal_loss.value_and_grad(moved, y, gamma=2.0, axis=0, reduction="none",
+                                                 grad_output=np.ones((6, 3)))
+    np.testing.assert_allclose(got, want, rtol=1e-13)
+    np.testing.assert_allclose(np.moveaxis(got_grad, 0, 1), grad, rtol=1e-12, atol=1e-300)
+    t = torch.from_numpy(moved).requires_grad_(True)
+    ce.focal_loss(t, torch.from_numpy(y), gamma=2.0, axis=0, reduction="sum").backward()
+    np.testing.assert_allclose(np.moveaxis(t.grad.numpy(), 0, 1), grad, rtol=1e-12, atol=1e-300)
+    with pytest.raises(ValueError, match="axis=5"):
+        ce.focal_loss(x, y, axis=5)
+    with pytest.raises(TypeError, match="axis=1.5"):
+        ce.focal_loss(x, y, axis=1.5)
