@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["available", "use_threads", "PER_THREAD"]
+import numpy as np
+
+__all__ = ["available", "use_threads", "soft_weights", "PER_THREAD"]
 
 # Elements from which a call's parallel region takes another thread: torch's
 # own grain size for its CPU kernels (``at::internal::GRAIN_SIZE``). Below it
@@ -42,3 +44,23 @@ def use_threads(elements: int, limit: int, per_thread: int = PER_THREAD) -> None
     import numba
 
     numba.set_num_threads(max(1, min(limit, numba.config.NUMBA_NUM_THREADS, -(-elements // per_thread))))
+
+
+_NO_VECTOR = np.zeros(1)
+
+
+def soft_weights(b, C, dtype, columns=False):
+    """``(bmode, bvec, bmat)`` of the soft weights ``b`` (None, a number, or a
+    NumPy (C,) vector or (..., C) array) as the kernels take them: 0 none, 1
+    a number, 2 a (C,) float64 vector, 3 an (N, C) matrix in the compute
+    ``dtype`` ((C, N) with ``columns``; a (1, 1) placeholder otherwise, so
+    that each kernel has one argument type a dtype)."""
+    if b is None:
+        return 0, _NO_VECTOR, np.zeros((1, 1), dtype)
+    if isinstance(b, float):
+        return 1, np.array([b]), np.zeros((1, 1), dtype)
+    b = np.asarray(b)
+    if b.ndim == 1:
+        return 2, np.ascontiguousarray(b, np.float64), np.zeros((1, 1), dtype)
+    b = b.reshape(-1, C)
+    return 3, _NO_VECTOR, np.ascontiguousarray(b.T if columns else b, dtype)

@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import _cpu
 
-__all__ = ["applies", "class_first", "soft_weights", "use_threads"]
+__all__ = ["applies", "class_first", "use_threads"]
 
 # Elements of logits from which a NumPy call takes a second thread: about a
 # MiB of float64, larger than the torch kernels' _cpu.PER_THREAD so that the
@@ -44,22 +44,3 @@ def class_first(x):
         return None
     xt = np.moveaxis(x, -1, 0)
     return xt.reshape(x.shape[-1], -1) if xt.flags.c_contiguous else None
-
-
-_NO_VECTOR = np.zeros(1)
-
-
-def soft_weights(b, C, dtype, columns=False):
-    """``(bmode, bvec, bmat)`` of the soft weights ``b`` as the kernels take
-    them: 0 none, 1 a number, 2 a (C,) vector, 3 an (N, C) matrix in the
-    compute ``dtype`` ((C, N) with ``columns``; a (1, 1) placeholder
-    otherwise, one argument type a dtype)."""
-    if b is None:
-        return 0, _NO_VECTOR, np.zeros((1, 1), dtype)
-    if isinstance(b, float):
-        return 1, np.array([b]), np.zeros((1, 1), dtype)
-    b = np.asarray(b)
-    if b.ndim == 1:
-        return 2, np.ascontiguousarray(b, np.float64), np.zeros((1, 1), dtype)
-    b = b.reshape(-1, C)
-    return 3, _NO_VECTOR, np.ascontiguousarray(b.T if columns else b, dtype)

@@ -10,7 +10,8 @@ import numpy as np
 
 from .. import _reduce
 from ..losses import cross_entropy as ce_math
-from . import class_first, soft_weights, use_threads
+from .._cpu import soft_weights
+from . import class_first, use_threads
 
 __all__ = ["core"]
 

@@ -20,7 +20,6 @@ from .cross_entropy_blocks import XP, index_block_targets, probability_block_tar
 __all__ = ["applies", "block", "forward", "numpy_view"]
 
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
-_EMPTY = np.zeros(1)
 
 
 def applies(x, shards) -> bool:
@@ -124,17 +123,10 @@ def block(x, grad, tg, opt, v, want_stats=False):
     t = tg.t
     want_grad = v is not None
     vc0 = math.coefficient(XP, t, v) if want_grad else None
-    # One argument type per dtype of the logits, so that numba compiles the
-    # kernel once per dtype: float64 vectors, (N, C) soft weights in the
-    # compute dtype (a (1, 1) placeholder when there are none).
-    b = tg.b
-    bmode, bvec, bmat = 0, _EMPTY, np.zeros((1, 1), np.float64 if cdt == torch.float64 else np.float32)
-    if isinstance(b, float):
-        bmode, bvec = 1, np.array([b])
-    elif b is not None and b.dim() == 1:
-        bmode, bvec = 2, _f64(b, C)
-    elif b is not None:
-        bmode, bmat = 3, numpy_view(b.to(cdt).contiguous())
+    b = tg.b  # the soft weights, as NumPy: a (C,) vector in float64, (N, C) in the compute dtype
+    if b is not None and not isinstance(b, float):
+        b = _f64(b, C) if b.dim() == 1 else numpy_view(b.to(cdt).contiguous())
+    bmode, bvec, bmat = _cpu.soft_weights(b, C, np.float64 if cdt == torch.float64 else np.float32)
     inplace = want_grad and grad.data_ptr() == x.data_ptr()
     outs = [np.empty(N) for _ in range(4)]
     hits = np.zeros(N, dtype=np.bool_)
