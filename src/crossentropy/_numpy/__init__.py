@@ -11,7 +11,7 @@ import numpy as np
 
 from .. import _cpu
 
-__all__ = ["applies", "class_first", "use_threads"]
+__all__ = ["applies", "class_first", "per_row", "use_threads"]
 
 # Elements of logits from which a NumPy call takes a second thread: about a
 # MiB of float64, larger than the torch kernels' _cpu.PER_THREAD so that the
@@ -44,3 +44,15 @@ def class_first(x):
         return None
     xt = np.moveaxis(x, -1, 0)
     return xt.reshape(x.shape[-1], -1) if xt.flags.c_contiguous else None
+
+
+def per_row(a, n, dtype=np.float64):
+    """A per-row array (any row shape, or a number; None: zeros) as a flat
+    (n,) C-contiguous, writable array of ``dtype``. Writable because numba
+    types a read-only array apart and compiles the kernel again for it (a
+    broadcast scalar, a read-only caller's array: about 8 s each, once)."""
+    if a is None:
+        return np.zeros(n, dtype)
+    a = np.asarray(a)
+    a = np.ascontiguousarray(a.reshape(-1) if a.ndim else np.broadcast_to(a, (n,)), dtype)
+    return a if a.flags.writeable else a.copy()

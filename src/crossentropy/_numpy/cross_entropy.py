@@ -12,19 +12,12 @@ import numpy as np
 from .. import _reduce
 from ..losses import cross_entropy as math
 from .._cpu import soft_weights
-from . import class_first, use_threads
+from . import class_first, per_row, use_threads
 
 __all__ = ["core"]
 
 _NO_WORK = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
 
-
-def _f64(a, n):
-    """A per-row array (any row shape, or a number) as (n,) float64."""
-    if a is None:
-        return np.zeros(n)
-    a = np.asarray(a)
-    return np.ascontiguousarray(a.reshape(-1) if a.ndim else np.broadcast_to(a, (n,)), np.float64)
 
 
 def core(problem, num_items=None, *, need_grad=False, grad_output=None):
@@ -42,7 +35,7 @@ def core(problem, num_items=None, *, need_grad=False, grad_output=None):
     if p.probs is None:
         t = math.index_targets(xp, p.index, p.counted, p.weight, e, C, dt)
         b = math.smoothing_weights(p.weight, e, C) if e > 0 else None
-        col, has_col = np.ascontiguousarray(p.index.reshape(-1), np.int64), True
+        col, has_col = per_row(p.index, N, np.int64), True
     else:
         b = math.probability_weights(xp, p.probs, p.weight, e, C)
         t = math.probability_targets(xp, b)
@@ -55,16 +48,16 @@ def core(problem, num_items=None, *, need_grad=False, grad_output=None):
         vc0 = math.coefficient(xp, t, v)
     bmode, bvec, bmat = soft_weights(b, C, dt, columns=xt is not None)
     outs = [np.empty(N) for _ in range(4)]
+    hard, vs, vcs = per_row(t.hard, N), per_row(v, N), per_row(vc0, N)
     use_threads(N * C)
     if xt is None:
         g = np.empty_like(x) if need_grad else x
-        rows(x, g, _NO_WORK[dt], need_grad, False, col, has_col, _f64(t.hard, N), _f64(v, N), _f64(vc0, N),
-             bmode, bvec, bmat, float(z), float(cap or 0.0), False, *outs, np.zeros(N, np.bool_))
+        rows(x, g, _NO_WORK[dt], need_grad, False, col, has_col, hard, vs, vcs, bmode,
+             bvec, bmat, float(z), float(cap or 0.0), False, *outs, np.zeros(N, np.bool_))
         grad = g.reshape(p.x.shape) if need_grad else None
     else:  # class axis first: the column kernel, the gradient in the same layout
         gt = np.empty_like(xt) if need_grad else xt
-        cross_entropy_columns(xt, gt, need_grad, col, has_col, _f64(t.hard, N), _f64(v, N), _f64(vc0, N),
-                              bmode, bvec, bmat, float(z), *outs)
+        cross_entropy_columns(xt, gt, need_grad, col, has_col, hard, vs, vcs, bmode, bvec, bmat, float(z), *outs)
         grad = np.moveaxis(gt.reshape((C,) + p.rows), 0, -1) if need_grad else None
     m, log_sum, target_shifted, dot = (a.reshape(p.rows) for a in outs)
     loss = math.row_loss(xp, t, log_sum, target_shifted if has_col else None, None if b is None else dot,

@@ -11,7 +11,7 @@ import numpy as np
 from .. import _reduce
 from ..losses import cross_entropy as ce_math
 from .._cpu import soft_weights
-from . import class_first, use_threads
+from . import class_first, per_row, use_threads
 
 __all__ = ["core"]
 
@@ -28,13 +28,13 @@ def core(problem, gamma, *, need_grad=False, grad_output=None):
     xt = class_first(p.x)
     x = np.ascontiguousarray(p.x).reshape(-1, C) if xt is None else None
     N, dt = (x.shape[0] if xt is None else xt.shape[1]), p.x.dtype
-    counted = np.ascontiguousarray(p.counted.reshape(-1))
+    counted = per_row(p.counted, N, np.bool_)
     if p.probs is None:
         # a = w ((1 - e) onehot + e / C): the hard part (1 - e) w_y on the target
         # column, the soft weights e w / C on every column
         t = ce_math.index_targets(xp, p.index, p.counted, p.weight, e, C, dt)
-        col, has_col = np.ascontiguousarray(p.index.reshape(-1), np.int64), True
-        hard = np.ascontiguousarray(t.hard.reshape(-1), np.float64)
+        col, has_col = per_row(p.index, N, np.int64), True
+        hard = per_row(t.hard, N)
         b = ce_math.smoothing_weights(p.weight, e, C) if e > 0 else None
         wy = ce_math.index_targets(xp, p.index, p.counted, p.weight, 0.0, C, dt).wy
     else:
@@ -45,7 +45,7 @@ def core(problem, gamma, *, need_grad=False, grad_output=None):
     v = np.zeros(N)
     if need_grad:
         g_rows = _reduce.scale(xp, grad_output, opt.reduction, p.rows, dt, p.x, den)
-        v = np.ascontiguousarray(np.broadcast_to(g_rows, p.rows).reshape(-1), np.float64)
+        v = per_row(g_rows, N)
     bmode, bvec, bmat = soft_weights(b, C, np.float64, columns=xt is not None)
     loss = np.empty(N)
     use_threads(N * C)
