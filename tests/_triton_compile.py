@@ -1,6 +1,6 @@
 """Compiles every Triton kernel of crossentropy, in a covering set of its
 specialisations (each value of each switch at least once, each input dtype;
-the linear kernels' 16 with ``--all``, else 4),
+every combination of the switches with ``--all``),
 to a cubin for sm_90 with Triton's own compiler: no GPU needed. Run by
 tests/test_triton.py in a process without TRITON_INTERPRET (an interpreted
 kernel cannot be compiled). Prints "compiled N kernels"."""
@@ -33,9 +33,22 @@ def compile_one(fn, signature, constants):
     return shared
 
 
-def ce_specs():
-    for (soft, cap, stats), out in zip(itertools.product((0, 1, 2, 3), (False, True), (False, True)),
-                                       itertools.cycle((tl.bfloat16, tl.float32, tl.float16, tl.float64))):
+DTYPES = (tl.bfloat16, tl.float32, tl.float16, tl.float64)
+
+
+def _covering(full, *switches):
+    """Every combination of the switches' values (``full``), else a diagonal
+    of them: as many as the longest switch has values, each value of each
+    switch at least once. Each zipped with the four input dtypes in turn."""
+    if full:
+        combos = list(itertools.product(*switches))
+    else:
+        combos = [tuple(s[i % len(s)] for s in switches) for i in range(max(map(len, switches)))]
+    return zip(combos, itertools.cycle(DTYPES))
+
+
+def ce_specs(full):
+    for (soft, cap, stats), out in _covering(full, (0, 1, 2, 3), (False, True), (True, False)):
         acc = tl.float64 if out == tl.float64 else tl.float32
         x, a = "*" + TY[out], "*" + TY[acc]
         stats_sig = dict(x_ptr=x, sx_n="i64", sx_c="i32", b_ptr=a, t_ptr=a, st_n="i32", st_c="i32", w_ptr=a, p_ptr=a,
@@ -48,11 +61,10 @@ def ce_specs():
                                                          HARD=soft != 3, BLOCK=4096, ACC=acc, OUT=out)
 
 
-def binary_specs():
-    for (loss, w, gamma, rows), out in zip(itertools.product((0, 1), (0, 1, 2, 3), (-1, 0, 2), (False, True)),
-                                           itertools.cycle((tl.bfloat16, tl.float32, tl.float16, tl.float64))):
-        if loss == 0 and gamma != -1:
-            continue
+def binary_specs(full):
+    bce = _covering(full, (0,), (0, 1, 2, 3), (-1,), (False, True))  # BCE has no gamma
+    focal = _covering(full, (1,), (0, 1, 2, 3), (-1, 0, 2), (True, False))
+    for (loss, w, gamma, rows), out in itertools.chain(bce, focal):
         acc = tl.float64 if out == tl.float64 else tl.float32
         x, a = "*" + TY[out], "*" + TY[acc]
         sig = dict(x_ptr=x, t_ptr="*u8" if w == 3 else x, w_ptr=a, pw_ptr=a, p_ptr=a, loss_ptr=x, part_ptr=a, g_ptr=x,
@@ -63,9 +75,7 @@ def binary_specs():
 
 
 def linear_specs(full):
-    combos = zip(itertools.product((0, 1, 2, 3), (False, True), (False, True)),
-                 itertools.cycle((tl.bfloat16, tl.float32, tl.float16, tl.float64)))
-    for (soft, cap, bias), x_ty in itertools.islice(combos, None if full else 4):  # 4: each dtype, cap, bias
+    for (soft, cap, bias), x_ty in _covering(full, (0, 1, 2, 3), (False, True), (True, False)):
         acc = tl.float64 if x_ty == tl.float64 else tl.float32
         x, a = "*" + TY[x_ty], "*" + TY[acc]
         prec = "ieee" if x_ty in (tl.float32, tl.float64) else "tf32"
@@ -82,9 +92,9 @@ def linear_specs(full):
 
 
 def main(argv):
-    full = "--all" in argv  # every linear specialisation too (slow: a minute or two)
+    full = "--all" in argv  # every combination (slow: a minute or two)
     n, most = 0, 0
-    for fn, sig, constants in [*ce_specs(), *binary_specs(), *linear_specs(full)]:
+    for fn, sig, constants in [*ce_specs(full), *binary_specs(full), *linear_specs(full)]:
         try:
             most = max(most, compile_one(fn, sig, constants))
         except Exception as e:

@@ -13,15 +13,29 @@ from _cli import run  # noqa: E402
 
 
 def test_check_runs_the_registry_and_fails_at_a_zero_tolerance():
-    proc = run("check")
+    """The command end to end on its NumPy path (tests/test_registry.py runs
+    every path's cases; the whole registry here would take a minute more)."""
+    proc = run("check", "--paths", "numpy")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     from crossentropy.cases import CASES
 
     for name in {c.fn for c in CASES}:  # every loss of the registry the tests run
         assert f" {name} " in proc.stdout
-    assert "within tolerance" in proc.stdout
-    proc = run("check", "--dtypes", "float64", "--fd-tol", "0", "--fd-every", "50")  # one dtype: it only has to fail
-    assert proc.returncode == 1 and "exceed" in proc.stderr
+    assert "within tolerance" in proc.stdout and "through numpy in" in proc.stdout
+    proc = run("check", "--paths", "numpy", "--dtypes", "float64", "--fd-tol", "0", "--fd-every", "50")
+    assert proc.returncode == 1 and "exceed" in proc.stderr  # one path and dtype: it only has to fail
+
+
+def test_check_takes_every_local_path_by_default():
+    from crossentropy.cli import check
+
+    assert check._paths("all") == check.LOCAL_PATHS
+    assert set(check.LOCAL_PATHS) <= set(__import__("crossentropy.cases.paths", fromlist=["PATHS"]).PATHS)
+
+
+def test_check_refuses_an_unknown_path():
+    proc = run("check", "--paths", "numpy,gpu")
+    assert proc.returncode == 2 and "--paths gpu" in proc.stderr and "\n" not in proc.stderr.strip()
 
 
 def test_check_refuses_an_unknown_dtype():

@@ -10,10 +10,15 @@ same layer. The forward value and the gradients of every input and parameter
 that requires grad (``torch.autograd.grad``, random ``grad_output``) must match
 torch's, float64 to 1e-10 and float32 to 2^-17 of torch's float64 module on
 the same inputs, relative to
-``max(1, |expected|)``; a mean over nothing must be exactly 0 with a zero
+``max(1, |expected|)``, or within twice the error of PyTorch's own float32
+module on the same inputs where that is larger (a linear layer's product
+that cancels: 8% of random initialisations of one float32 sample leave
+PyTorch's own module off by more than 2^-17); the module's parameters are
+initialised under a seed of the sample's, whatever ran before; a mean over nothing must be exactly 0 with a zero
 gradient where torch gives NaN. Comparison helpers: ``test_peer_samples.py``.
 """
 
+import copy
 import warnings
 import zlib
 
@@ -87,8 +92,11 @@ def test_module_sample(name, dtype, i, mode):
         our_kwargs = translate_linear(kwargs)
         if our_kwargs.get("out_features") == ():
             del our_kwargs["out_features"]
-    with warnings.catch_warnings():
+    # the module's initial parameters under a seed of their own, so that the
+    # result does not depend on which tests ran before (or on which worker)
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        torch.manual_seed(zlib.crc32(f"{name}{dtype}{i}".encode()))
         theirs_module = INFOS[name].module_cls(*args, **kwargs)
 
     def run(module, cast=lambda v: v):
@@ -109,8 +117,13 @@ def test_module_sample(name, dtype, i, mode):
     if outside_our_domain(KIND[name], target, kwargs):
         return refuses(ours)
     nothing = mean_over_nothing(KIND.get(name, ""), x, target, {"reduction": "mean", **kwargs})
+    peer = None
+    if dtype == torch.float32:  # PyTorch's module in float32 itself, before theirs() makes it float64
+        peer_module = copy.deepcopy(theirs_module)
+        peer = lambda: run(peer_module)  # noqa: E731
+
     def theirs():  # PyTorch's module in float64 on the same inputs
         module = theirs_module.double() if dtype == torch.float32 else theirs_module
         return run(module, as_float64)
 
-    check_torch_call(ours, theirs, RTOL[dtype], nothing, zlib.crc32(f"{name}{i}".encode()), dtype)
+    check_torch_call(ours, theirs, RTOL[dtype], nothing, zlib.crc32(f"{name}{i}".encode()), dtype, peer)

@@ -8,8 +8,7 @@ are in ``crossentropy.cases.paths``; vocab-parallel runs the same cases in
 import pytest
 
 from crossentropy.cases import CASES, paths
-
-LOCAL = ("numpy", "numpy-core", "numpy-columns", "torch-core", "torch-kernel", "torch-chunks", "linear")
+from crossentropy.cli.check import LOCAL_PATHS as LOCAL
 # Sampled here, to keep the suite inside its time budget; every case runs in
 # ``crossentropy check``: torch-chunks and numpy-core (the fallbacks of the
 # compiled CPU kernels) one case in four, numpy-columns (the NumPy kernels

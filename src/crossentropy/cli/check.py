@@ -18,6 +18,7 @@ import crossentropy as ce
 
 __all__ = ["add_parser", "run", "run_checks"]
 
+# the registry's paths that run in one process on CPU (tests/test_registry.py runs the same)
 LOCAL_PATHS = ("numpy", "numpy-core", "numpy-columns", "torch-core", "torch-kernel", "torch-chunks", "linear")
 
 
@@ -34,6 +35,8 @@ def add_parser(sub):
     c.add_argument("--dtypes", default="float64,float32", metavar="LIST",
                    help="comma-separated dtypes of float64, float32, bfloat16, float16, or 'all' "
                    "(default float64,float32)")
+    c.add_argument("--paths", default="all", metavar="LIST",
+                   help=f"comma-separated paths of {', '.join(LOCAL_PATHS)}, or 'all' (default)")
     c.add_argument("--fd-tol", type=float, default=1e-8, help="finite-difference tolerance (1e-8, relative)")
     c.add_argument("--fd-every", type=int, default=10, metavar="K",
                    help="finite differences on one small case in K (default 10; 1 for all)")
@@ -55,6 +58,16 @@ def _dtypes(text):
     return chosen
 
 
+def _paths(text):
+    chosen = LOCAL_PATHS if text == "all" else tuple(p.strip() for p in text.split(","))
+    bad = [p for p in chosen if p not in LOCAL_PATHS]
+    if bad:
+        from .common import UsageError
+
+        raise UsageError(f"crossentropy check: error: --paths {','.join(bad)}: not one of {', '.join(LOCAL_PATHS)}")
+    return chosen
+
+
 def _finite_difference_cases(every):
     from ..cases import CASES
 
@@ -65,7 +78,7 @@ def _finite_difference_cases(every):
     return [c for cases in small.values() for c in cases[::max(1, every)]]  # some of every loss
 
 
-def run_checks(dtypes=("float64", "float32"), fd_every=10, have_torch=True):
+def run_checks(dtypes=("float64", "float32"), fd_every=10, have_torch=True, local_paths=LOCAL_PATHS):
     """One dict per function: name, runs, worst (error / tolerance over every
     path and dtype), failures (ids), fd (the worst relative FD error)."""
     from ..cases import CASES
@@ -75,7 +88,7 @@ def run_checks(dtypes=("float64", "float32"), fd_every=10, have_torch=True):
         from ..cases import paths
 
         for case in CASES:
-            for path in LOCAL_PATHS:
+            for path in local_paths:
                 for dtype in dtypes:
                     if not paths.accepts(case, path, dtype):
                         continue
@@ -150,12 +163,12 @@ def run(args, out, err) -> int:
         have_torch = True
     except ImportError:
         have_torch = False
-    dtypes = _dtypes(args.dtypes)
+    dtypes, local_paths = _dtypes(args.dtypes), _paths(args.paths)
     t0 = time.perf_counter()
-    results = run_checks(dtypes, args.fd_every, have_torch)
+    results = run_checks(dtypes, args.fd_every, have_torch, local_paths)
     seconds = time.perf_counter() - t0
     table = Table(
-        title=f"Every registry case through {', '.join(LOCAL_PATHS)} in {', '.join(dtypes)}: the worst error "
+        title=f"Every registry case through {', '.join(local_paths)} in {', '.join(dtypes)}: the worst error "
         f"over its tolerance",
         title_justify="left",
     )
