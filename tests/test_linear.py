@@ -221,3 +221,27 @@ def test_numpy_value_and_grad_matches_torch_autograd(kind):
 def _logits_of(x, W, b):
     """(N, C, d...) logits of a 2-D or K-dimensional weight."""
     return (x @ W.reshape(-1, W.shape[-1]).T + b.reshape(-1)).reshape(x.shape[0], *W.shape[:-1])
+
+
+@pytest.mark.parametrize("shift", [False, True])
+@pytest.mark.parametrize("kdim", [False, True])
+def test_value_and_grad_takes_a_grad_output_shaped_like_the_losses(shift, kdim):
+    """``reduction="none"`` over leading dimensions (a batch of sequences):
+    ``grad_output`` has the losses' shape, and the gradients are autograd's
+    of ``(losses * grad_output).sum()``. (It was broadcast against the flat
+    rows, and failed for any batch of more than one dimension.)"""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 5, 4, generator=g, dtype=torch.float64, requires_grad=True)
+    W = torch.randn(*((7, 3) if kdim else (7,)), 4, generator=g, dtype=torch.float64, requires_grad=True)
+    t = torch.randint(0, 7, (2, 5, 3) if kdim else (2, 5), generator=g)
+    if kdim:  # class indices (N, d...) of a K-dimensional weight: one row a position here
+        x, t = x.reshape(10, 4).detach().requires_grad_(True), t.reshape(10, 3)
+        shift = False
+    losses = ce.linear_cross_entropy(x, W, t, shift=shift, reduction="none")
+    go = torch.randn(losses.shape, generator=g, dtype=torch.float64)
+    want = torch.autograd.grad((losses * go).sum(), (x, W))
+    value, grads = ce.linear_cross_entropy.value_and_grad(x.detach(), W.detach(), t, shift=shift, reduction="none",
+                                                         grad_output=go)
+    assert_close(value, losses.detach())
+    assert_close(grads.input, want[0])
+    assert_close(grads.linear_weight, want[1])

@@ -58,7 +58,9 @@ def linear_value_and_grad(input, W, target, bias, weight, options, shift, chunk_
     go = None
     if need_grad:
         go = _reduce.scale(xp, grad_output, options.reduction, out_shape, cdt, x_rows, den)
-        go = xp.reshape(go * xp.ones((R, D), dtype=cdt, device=dev), (R, D))
+        # broadcast to the loss's shape (a number, or grad_output shaped like
+        # the value), then one entry a row of classes: (R, D) in the same order
+        go = xp.reshape(go * xp.ones(out_shape, dtype=cdt, device=dev), (R, D))
     per_row = options._replace(reduction="none")
     losses, gx_parts = [], []
     gW = xp.zeros((D * C, H), dtype=cdt, device=dev) if need_grad else None
