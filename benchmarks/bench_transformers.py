@@ -11,11 +11,8 @@ gradient. Methods: ``unpatched`` (transformers' ``lm_head`` and
 ``ForCausalLMLoss``, which hold the ``(B, T, V)`` logits, their float32
 log-softmax and their gradient) and ``patched``
 (``crossentropy.integrations.transformers.apply(model)``: the loss from the
-final hidden states and ``lm_head.weight`` by ``linear_cross_entropy``), and
-``patched, library chunks``: the same with ``chunk_size`` set to
-``linear_cross_entropy``'s own default (whose 512-row floor is capped at
-64 MiB of logits: 130 rows at V=128256), the evidence for ``apply``'s
-uncapped default.
+final hidden states and ``lm_head.weight`` by ``linear_cross_entropy``, in
+its default chunks).
 
 Time: both models (the same weights) in one process, interleaved, median of
 ``--reps`` rounds (``_measure.interleaved``). Extra peak memory: each method
@@ -35,7 +32,7 @@ import sys
 import _measure as m
 
 B, T, HIDDEN, LAYERS = 4, 512, 512, 2
-METHODS = ("unpatched", "patched", "patched, library chunks")
+METHODS = ("unpatched", "patched")
 
 
 def build(v, seq, method):
@@ -51,10 +48,6 @@ def build(v, seq, method):
     model = transformers.LlamaForCausalLM(config)
     if method == "patched":
         cet.apply(model)
-    elif method == "patched, library chunks":
-        from crossentropy._torch.linear import default_chunk_size
-
-        cet.apply(model, chunk_size=default_chunk_size(B * (seq - 1), HIDDEN, v))
     ids = torch.randint(0, v, (B, seq), generator=torch.Generator().manual_seed(1))
     return model, ids
 
@@ -78,13 +71,10 @@ def build_child(spec):
 
 
 def chunk_rows(method, v, seq):
-    """Rows a chunk of the patched methods: apply's default, or the library's."""
+    """Rows a chunk of the patched method (apply's default: linear_cross_entropy's)."""
     from crossentropy._torch.linear import default_chunk_size
 
-    n = B * (seq - 1)
-    if method == "patched":
-        return max(512, -(-n // -(-v // HIDDEN)))
-    return default_chunk_size(n, HIDDEN, v) if method != "unpatched" else None
+    return default_chunk_size(B * (seq - 1), HIDDEN, v) if method != "unpatched" else None
 
 
 def grad_mb(model):

@@ -106,9 +106,6 @@ def loss(h, head, labels, call, cap, chunk_size):
             raise ValueError(f"labels of shape {tuple(target.shape)} do not match the {rows} positions that "
                              f"lm_head sees (logits_to_keep={call.get('logits_to_keep', 0)!r})")
         h = h.reshape(*target.shape, h.shape[-1])
-    if chunk_size is None:  # apply's docstring says why
-        V, H = W.shape
-        chunk_size = max(512, -(-math.prod(h.shape[:-1]) // -(-V // H)))
     value = ce.linear_cross_entropy(h, W, target, linear_bias=b, ignore_index=call.get("ignore_index", -100),
                                     softcap=cap, shift=shift, num_items_in_batch=call.get("num_items_in_batch"),
                                     chunk_size=chunk_size)

@@ -73,15 +73,12 @@ def apply(model, *, return_logits=False, chunk_size=None):
     costs their memory again). ``chunk_size``: rows of hidden states a
     chunk of ``linear_cross_entropy`` (default below).
 
-    The default chunk is ``max(512, ceil(N / ceil(V / H)))`` rows (``N``
-    positions, ``H`` hidden size): the library's own rule, whose floor of 512
-    rows the library caps at 64 MiB of float32 logits (130 rows at
-    V = 128256); here it is not capped, because the unpatched step holds
-    three or more ``N x V`` float32 buffers, and with the cap every chunk
-    rereads the ``V x H`` weight and its gradient so often that the step
-    took 1.26x the unpatched one's time at V = 128256, H = 512, N = 2044 on
-    this project's CPU, against 0.93x uncapped, for 0.22x and 0.25x its
-    extra peak memory (``benchmarks/bench_transformers.py``, ``BENCHMARKS.md``).
+    The default chunk is ``linear_cross_entropy``'s own,
+    ``max(ceil(N / ceil(V / H)), min(512, 2**26 // V))`` rows (``N``
+    positions, ``H`` hidden size): 512 rows at V = 128256, H = 512, where
+    the step took 0.93x the unpatched one's time for 0.25x its extra peak
+    memory on this project's CPU (``benchmarks/bench_transformers.py``,
+    ``BENCHMARKS.md``).
 
     Raises ``TypeError`` for a model that is not a ``PreTrainedModel`` or
     whose ``lm_head`` is not a plain ``torch.nn.Linear``, and ``ValueError``
