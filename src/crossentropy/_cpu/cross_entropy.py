@@ -192,7 +192,7 @@ def _gradient_in_place(a, f, vi, bmode, bvec, bmat, i):
             a[c] = f * a[c] - vi * bmat[i, c]
 
 
-@njit(parallel=True, fastmath=_FAST, cache=True)
+@njit(parallel=True, fastmath=_FAST, cache=True, error_model="numpy")
 def rows(x, g, work, want_grad, inplace, col, has_col, hard, v, vc0, bmode, bvec, bmat, z, cap, want_hits,
          m_out, logsum_out, tshift_out, dot_out, hits_out):
     """Logits ``x`` (N, C), float32, float64, or bfloat16 (uint16) or float16 (int16) bits:
