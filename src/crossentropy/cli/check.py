@@ -46,26 +46,25 @@ def add_parser(sub):
     return c
 
 
+def _choose(option, text, allowed):
+    """The comma-separated values of ``--option`` (or all of ``allowed``), each checked."""
+    chosen = allowed if text == "all" else tuple(v.strip() for v in text.split(","))
+    bad = [v for v in chosen if v not in allowed]
+    if bad:
+        from .common import UsageError
+
+        raise UsageError(f"crossentropy check: error: --{option} {','.join(bad)}: not one of {', '.join(allowed)}")
+    return chosen
+
+
 def _dtypes(text):
     from ..cases.paths import DTYPES
 
-    chosen = DTYPES if text == "all" else tuple(d.strip() for d in text.split(","))
-    bad = [d for d in chosen if d not in DTYPES]
-    if bad:
-        from .common import UsageError
-
-        raise UsageError(f"crossentropy check: error: --dtypes {','.join(bad)}: not one of {', '.join(DTYPES)}")
-    return chosen
+    return _choose("dtypes", text, DTYPES)
 
 
 def _paths(text):
-    chosen = LOCAL_PATHS if text == "all" else tuple(p.strip() for p in text.split(","))
-    bad = [p for p in chosen if p not in LOCAL_PATHS]
-    if bad:
-        from .common import UsageError
-
-        raise UsageError(f"crossentropy check: error: --paths {','.join(bad)}: not one of {', '.join(LOCAL_PATHS)}")
-    return chosen
+    return _choose("paths", text, LOCAL_PATHS)
 
 
 def _finite_difference_cases(every):
