@@ -25,7 +25,7 @@ $(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
 demo: $(VENV)/.installed-cli
 	$(BIN)/crossentropy fit --out runs/demo
 
-# Two workers (pytest-xdist), one a core: about 10 minutes on 2 cores, where
+# Two workers (pytest-xdist), one a core: about 11 minutes on 2 cores, where
 # one process takes 15 (numba's and inductor's compiles overlap the tests).
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -n 2

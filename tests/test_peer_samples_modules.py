@@ -14,8 +14,8 @@ the same inputs, relative to
 module on the same inputs where that is larger (a linear layer's product
 that cancels: 8% of random initialisations of one float32 sample leave
 PyTorch's own module off by more than 2^-17); the module's parameters are
-initialised under a seed of the sample's, whatever ran before; a mean over nothing must be exactly 0 with a zero
-gradient where torch gives NaN. Comparison helpers: ``test_peer_samples.py``.
+initialised under a seed of the sample's, whatever ran before; a mean over
+nothing must be exactly 0 with a zero gradient where torch gives NaN. Comparison helpers: ``test_peer_samples.py``.
 """
 
 import copy

@@ -206,9 +206,8 @@ def _elementwise(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows
     missed (a subnormal result, an infinite or NaN logit) is done again with
     ``math.exp``. Returns the sum of the losses (float64).
 
-    Two things keep the element loop vectorised (measured on this project's
-    CPU, float32, one thread: 5.5 ns an element before, 1.7 after): the
-    kernels run with ``error_model="numpy"`` (with numba's default, Python's,
+    Three things keep the element loop vectorised (BENCHMARKS.md, "Binary
+    losses on logits", for what it gained): the kernels run with ``error_model="numpy"`` (with numba's default, Python's,
     every division checks its divisor for a ZeroDivisionError), the element
     index is unsigned (a signed one gets a select for negative indices at
     every access), and ``want_rows`` arrives as a constant (the store of the
