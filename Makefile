@@ -25,10 +25,10 @@ $(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
 demo: $(VENV)/.installed-cli
 	$(BIN)/crossentropy fit --out runs/demo
 
-# Two workers (pytest-xdist), one a core: about 11 minutes on 2 cores, where
-# one process takes 15 (numba's and inductor's compiles overlap the tests).
+# One process: with two xdist workers (-n 2) the suite took 11 minutes instead
+# of 15, but a two-rank gloo test once aborted under that load (stop 22's note).
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -n 2
+	$(BIN)/python -m pytest
 
 check: $(VENV)/.installed-test
 	$(BIN)/crossentropy check
