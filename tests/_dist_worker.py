@@ -228,6 +228,14 @@ def in_group(rank, world, init_file, result_dir, body):
     except Exception:  # reported to the parent through the result file
         msg = traceback.format_exc()
     finally:
+        # Every rank past its last collective before any tears the group down:
+        # a rank that destroyed it while its peer still had a collective in
+        # flight aborted that peer (SIGABRT, "terminate called without an
+        # active exception") in both fresh-clone runs of the suite in stop 22.
+        try:
+            dist.barrier()
+        except Exception:  # the peer is gone already: nothing left to wait for
+            pass
         dist.destroy_process_group()
     with open(f"{result_dir}/rank{rank}.txt", "w") as f:
         f.write(msg)
