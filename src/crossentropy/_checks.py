@@ -113,6 +113,9 @@ def class_indices(xp, target, num_classes: int, ignore_index: int, name: str = "
         raise TypeError(f"{name} holds class indices and must have an integer dtype, got {target.dtype}")
     if not on_cpu(target) or math.prod(target.shape) == 0:
         return
+    lo, hi = _min_max(xp, target)
+    if lo >= 0 and hi < num_classes:  # the common case, in one pass
+        return
     bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
     if bool(xp.any(bad)):
         first = int(target[bad][0])

@@ -1,37 +1,47 @@
-"""Cross-entropy of NumPy arrays through the compiled row kernel
+"""Cross-entropy through the compiled row kernel
 (:func:`crossentropy._cpu.cross_entropy.rows`), or the column kernel for
 logits with the class axis first (:mod:`crossentropy._cpu.columns`): what
 :func:`crossentropy.losses.cross_entropy.core` returns, its row statistics
 and gradient from one pass over each row, the loss rows from the same
-``row_loss`` and the value from the same ``_reduce``."""
+``row_loss`` and the value from the same ``_reduce``.
+
+:func:`rows` is the one driver of the row kernel: NumPy arrays come to it
+through :func:`core`, CPU torch tensors through
+``crossentropy._torch.cross_entropy_cpu`` (as NumPy views of their memory,
+half precision as its bits), so that the targets, the row scale and the
+reduction around the kernel are NumPy operations on both: a few microseconds
+each, where the same on small torch tensors costs several times that."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
-from .. import _reduce
+from .. import _cpu, _reduce
 from ..losses import cross_entropy as math
 from .._cpu import soft_weights
 from . import class_first, per_row, use_threads
 
-__all__ = ["core"]
+__all__ = ["core", "rows"]
 
 _NO_WORK = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
 
 
+class _Rows(NamedTuple):
+    t: math.RowTargets
+    b: object  # the soft weights: None, a number, (C,) or (..., C)
+    col: np.ndarray  # (N,) int64 target column (the target's argmax for probabilities with stats)
+    has_col: bool  # index targets
+    den: object  # what "mean" divides by, or None
+    v: object  # the row scale, 0 on ignored rows (None: no gradient)
+    vc0: object  # v (h + B)
 
-def core(problem, num_items=None, *, need_grad=False, grad_output=None):
-    """``(value, grad or None)`` of a validated :class:`~crossentropy.losses._targets.Categorical`
-    whose ``x`` is a float32 or float64 NumPy array, as ``math.core`` gives them."""
-    from .._cpu.columns import cross_entropy_columns
-    from .._cpu.cross_entropy import rows
 
-    p, xp = problem, problem.xp
-    opt = p.options
-    e, C, z, cap = opt.label_smoothing, p.num_classes, opt.z_loss, opt.softcap
-    xt = None if cap else class_first(p.x)
-    x = np.ascontiguousarray(p.x).reshape(-1, C) if xt is None else None
-    N, dt = (x.shape[0] if xt is None else xt.shape[1]), p.x.dtype
+def _prepare(p, dt, N, num_items, need_grad, grad_output, want_stats=False) -> _Rows:
+    """The targets and the row scale of a NumPy problem, before the kernel."""
+    xp, opt, C = p.xp, p.options, p.num_classes
+    e = opt.label_smoothing
     if p.probs is None:
         t = math.index_targets(xp, p.index, p.counted, p.weight, e, C, dt)
         b = math.smoothing_weights(p.weight, e, C) if e > 0 else None
@@ -40,27 +50,84 @@ def core(problem, num_items=None, *, need_grad=False, grad_output=None):
         b = math.probability_weights(xp, p.probs, p.weight, e, C)
         t = math.probability_targets(xp, b)
         col, has_col = np.zeros(N, np.int64), False
-    den = math.mean_denominator(xp, t.wy, p.rows, num_items, dt, p.x) if opt.reduction == "mean" else None
+        if want_stats:  # a hit is then the argmax of the target
+            col = per_row(xp.argmax(p.probs, axis=-1), N, np.int64)
+    den = math.mean_denominator(xp, t.wy, p.rows, num_items, dt, p.counted) if opt.reduction == "mean" else None
     v = vc0 = None
     if need_grad:  # the row scale v, 0 on ignored rows, and v (h + B)
-        v = _reduce.scale(xp, grad_output, opt.reduction, p.rows, dt, p.x, den)
-        v = np.where(t.counted, v * np.ones(p.rows, dt), 0).astype(dt)
+        v = _reduce.scale(xp, grad_output, opt.reduction, p.rows, dt, p.counted, den)
+        v = np.where(t.counted, v, 0).astype(dt)
         vc0 = math.coefficient(xp, t, v)
-    bmode, bvec, bmat = soft_weights(b, C, dt, columns=xt is not None)
-    outs = [np.empty(N) for _ in range(4)]
-    hard, vs, vcs = per_row(t.hard, N), per_row(v, N), per_row(vc0, N)
-    use_threads(N * C)
-    if xt is None:
-        g = np.empty_like(x) if need_grad else x
-        rows(x, g, _NO_WORK[dt], need_grad, False, col, has_col, hard, vs, vcs, bmode,
-             bvec, bmat, float(z), float(cap or 0.0), False, *outs, np.zeros(N, np.bool_))
-        grad = g.reshape(p.x.shape) if need_grad else None
-    else:  # class axis first: the column kernel, the gradient in the same layout
-        gt = np.empty_like(xt) if need_grad else xt
-        cross_entropy_columns(xt, gt, need_grad, col, has_col, hard, vs, vcs, bmode, bvec, bmat, float(z), *outs)
-        grad = np.moveaxis(gt.reshape((C,) + p.rows), 0, -1) if need_grad else None
+    return _Rows(t, b, col, has_col, den, v, vc0)
+
+
+def _kernel_args(r, N):
+    """The per-row arrays the kernels take after the target column."""
+    return per_row(r.t.hard, N), per_row(r.v, N), per_row(r.vc0, N)
+
+
+def _finish(p, r, outs, dt):
+    """``(value in dt, lse)`` from the kernel's statistics ``(m, log Σ, s_y - m, Σ b_c (s_c - m))``."""
     m, log_sum, target_shifted, dot = (a.reshape(p.rows) for a in outs)
-    loss = math.row_loss(xp, t, log_sum, target_shifted if has_col else None, None if b is None else dot,
-                         m + log_sum, z)
-    value = _reduce.reduce(xp, loss.astype(dt), opt.reduction, den)
-    return value, grad
+    lse = m + log_sum
+    loss = math.row_loss(p.xp, r.t, log_sum, target_shifted if r.has_col else None,
+                         None if r.b is None else dot, lse, p.options.z_loss)
+    return _reduce.reduce(p.xp, loss.astype(dt), p.options.reduction, r.den), lse
+
+
+def rows(p, x, dt, num_items=None, *, grad=None, inplace=False, grad_output=None, want_stats=False,
+         threads=None):
+    """The row kernel on ``x``, the (N, C) C-contiguous logits of the NumPy
+    problem ``p`` (its targets, weights and options; ``p.rows`` the row
+    shape), float32 or float64, or half precision as bits (bfloat16 as
+    uint16, float16 as int16) computed in ``dt``. With ``grad`` (an (N, C)
+    array of x's dtype, or ``x`` itself with ``inplace``) the gradient times
+    ``grad_output`` (ones when None) is written into it. ``threads``: the
+    caller's thread limit (torch's), else numba's.
+
+    Returns ``(value, stats)``: the value in ``dt`` (0-d, or ``p.rows`` for
+    ``"none"``) and, with ``want_stats``, ``(lse, z_rows, accuracy)`` in ``dt``."""
+    from .._cpu.cross_entropy import rows as kernel
+
+    N, C = x.shape
+    opt = p.options
+    r = _prepare(p, dt, N, num_items, grad is not None, grad_output, want_stats)
+    outs = [np.empty(N) for _ in range(4)]
+    hits = np.zeros(N, np.bool_)
+    if threads is None:
+        use_threads(N * C)
+    else:
+        _cpu.use_threads(N * C, threads)
+    kernel(x, x if grad is None else grad, _NO_WORK[np.dtype(dt)], grad is not None, inplace, r.col, r.has_col,
+           *_kernel_args(r, N), *soft_weights(r.b, C, dt), float(opt.z_loss), float(opt.softcap or 0.0),
+           want_stats, *outs, hits)
+    value, lse = _finish(p, r, outs, dt)
+    if not want_stats:
+        return value, None
+    z_rows = np.where(r.t.counted, opt.z_loss * lse * lse, 0.0).astype(dt)
+    return value, (lse.astype(dt), z_rows, math.token_accuracy(p.xp, hits.reshape(p.rows), r.t.counted, dt))
+
+
+def core(problem, num_items=None, *, need_grad=False, grad_output=None):
+    """``(value, grad or None)`` of a validated :class:`~crossentropy.losses._targets.Categorical`
+    whose ``x`` is a float32 or float64 NumPy array, as ``math.core`` gives them."""
+    from .._cpu.columns import cross_entropy_columns
+
+    p = problem
+    dt = p.x.dtype
+    xt = None if p.options.softcap else class_first(p.x)
+    if xt is None:
+        x = np.ascontiguousarray(p.x).reshape(-1, p.num_classes)
+        g = np.empty_like(x) if need_grad else None
+        value, _ = rows(p, x, dt, num_items, grad=g, grad_output=grad_output)
+        return value, None if g is None else g.reshape(p.x.shape)
+    # class axis first: the column kernel, the gradient in the same layout
+    C, N = xt.shape
+    r = _prepare(p, dt, N, num_items, need_grad, grad_output)
+    outs = [np.empty(N) for _ in range(4)]
+    use_threads(N * C)
+    gt = np.empty_like(xt) if need_grad else xt
+    cross_entropy_columns(xt, gt, need_grad, r.col, r.has_col, *_kernel_args(r, N),
+                          *soft_weights(r.b, C, dt, columns=True), float(p.options.z_loss), *outs)
+    value, _ = _finish(p, r, outs, dt)
+    return value, np.moveaxis(gt.reshape((C,) + p.rows), 0, -1) if need_grad else None

@@ -12,10 +12,12 @@ import sys
 import numpy as np
 import torch
 
-from .. import _cpu, _reduce
-from .._array import transformed
+from .. import _cpu
+from .._numpy.cross_entropy import rows
+from .._array import quiet, transformed
 from ..losses import cross_entropy as math
-from .cross_entropy_blocks import XP, index_block_targets, probability_block_targets
+from ..losses._targets import Categorical
+from .cross_entropy_blocks import XP
 
 __all__ = ["applies", "block", "forward", "numpy_view"]
 
@@ -77,29 +79,39 @@ def _gradient_buffer(x):
     return held
 
 
+def _numpy_problem(problem, x):
+    """The problem as NumPy arrays over the same memory (index targets, the
+    counted mask, probabilities and class weights in the compute dtype), its
+    rows ``x``'s (N,)."""
+    import array_api_compat.numpy as xp
+
+    C = x.shape[1]
+
+    def flat(a, *shape):
+        return None if a is None else a.detach().reshape(*shape).numpy()
+
+    return Categorical(xp, x, 1, flat(problem.index, -1), flat(problem.counted, -1), flat(problem.probs, -1, C),
+                       flat(problem.weight, C), problem.options)
+
+
 def forward(x, problem, num_items, want_grad, inplace, want_stats):
-    """``(value, grad or None, stats or None)`` as ``_torch.cross_entropy._forward`` returns them."""
-    N, C = x.shape
-    opt = problem.options
+    """``(value, grad or None, stats or None)`` as ``_torch.cross_entropy._forward``
+    returns them: the targets, row scale and reduction in NumPy around one
+    kernel call (``_numpy.cross_entropy.rows``, which NumPy arrays run too)."""
     cdt = torch.float64 if x.dtype == torch.float64 else torch.float32
-    if problem.probs is None:
-        tg = index_block_targets(problem.index.reshape(-1), problem.counted.reshape(-1), problem.weight, opt, C, cdt)
-    else:
-        tg = probability_block_targets(problem.probs.reshape(-1, C), problem.weight, opt)
-    t = tg.t
-    den = math.mean_denominator(XP, t.wy, (N,), num_items, cdt, x) if opt.reduction == "mean" else None
-    v = None
-    if want_grad:
-        unit = _reduce.unit_scale(XP, opt.reduction, cdt, x, den)
-        v = torch.where(t.counted, unit, torch.zeros((), dtype=cdt))
     grad = (x if inplace else _gradient_buffer(x)) if want_grad else None
-    loss, lse, hits, t = block(x, grad, tg, opt, v, want_stats)
-    value = _reduce.reduce(XP, loss, opt.reduction, den).to(x.dtype)
-    stats = None
-    if want_stats:
-        z = opt.z_loss
-        z_rows = torch.where(t.counted, z * lse * lse, torch.zeros_like(lse))
-        stats = math.CrossEntropyStats(lse, z_rows, math.token_accuracy(XP, hits, t.counted, cdt))
+    if torch.is_tensor(num_items):
+        num_items = num_items.detach().cpu().numpy()
+    xs = numpy_view(x)
+    with quiet():  # the row math runs in NumPy: -inf rows give inf/NaN on purpose, as in torch
+        value, stats = rows(_numpy_problem(problem, xs), xs, np.float64 if cdt == torch.float64 else np.float32,
+                            num_items, grad=None if grad is None else numpy_view(grad), inplace=inplace,
+                            want_stats=want_stats, threads=torch.get_num_threads())
+    if inplace:  # written through NumPy: tell autograd, as an in-place torch op would
+        torch.autograd.graph.increment_version(x)
+    value = torch.from_numpy(np.asarray(value)).to(x.dtype)
+    if stats is not None:
+        stats = math.CrossEntropyStats(*(torch.from_numpy(np.asarray(a)) for a in stats))
     return value, grad, stats
 
 
