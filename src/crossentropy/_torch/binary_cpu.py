@@ -36,9 +36,15 @@ def _flat(a, x):
     unrounded); an empty array of it when ``a`` is None."""
     cdt = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     if a is None:
-        return torch.empty(0, dtype=cdt).numpy(), False
-    a = a.detach().to(cdt).expand(x.shape).contiguous()
-    return a.reshape(-1).numpy(), True
+        return _NONE[cdt], False
+    a = a.detach()
+    if not (a.dtype == cdt and a.shape == x.shape and a.is_contiguous()):  # else a view as it is
+        a = a.to(cdt).expand(x.shape).contiguous()
+    return a.view(-1).numpy(), True
+
+
+# the kernels' placeholder for an absent factor, one per compute dtype (never written)
+_NONE = {torch.float32: np.empty(0, np.float32), torch.float64: np.empty(0, np.float64)}
 
 
 def _run(kernel, x, t, reduction, want_grad, target_name, *args):
@@ -56,7 +62,7 @@ def _run(kernel, x, t, reduction, want_grad, target_name, *args):
     rs = xs if rows is None else numpy_view(rows.reshape(-1))
     _cpu.use_threads(n, torch.get_num_threads())
     total = kernel(xs, ts, *args, want_grad, rows is not None, scale, gs, rs)
-    value = rows if rows is not None else torch.tensor(total * scale, dtype=x.dtype)
+    value = rows if rows is not None else torch.scalar_tensor(total * scale, dtype=x.dtype)
     return value, grad
 
 
