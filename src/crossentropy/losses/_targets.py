@@ -121,7 +121,7 @@ def read(input, target, weight=None, ignore_index=-100, reduction="mean", label_
             f"{tuple(input.shape)}: class indices need shape {rows}"
         )
     _checks.class_indices(xp, target, C, options.ignore_index)
-    t = xp.astype(target, index_dtype(xp))
+    t = xp.astype(target, index_dtype(xp), copy=False)  # read only: no copy of an int64 target
     counted = t != options.ignore_index
     index = xp.where(counted, t, xp.zeros_like(t))
     return Categorical(xp, x, cax, index, counted, None, w, options)
