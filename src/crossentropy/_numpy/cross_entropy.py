@@ -94,9 +94,9 @@ def rows(p, x, dt, num_items=None, *, grad=None, inplace=False, grad_output=None
     r = _prepare(p, dt, N, num_items, grad is not None, grad_output, want_stats)
     outs = [np.empty(N) for _ in range(4)]
     hits = np.zeros(N, np.bool_)
-    if threads is None:
+    if threads is None:  # a NumPy call: the estimator's larger grain (_numpy.PER_THREAD)
         use_threads(N * C)
-    else:
+    else:  # a torch call: torch's grain (_cpu.PER_THREAD) and thread count
         _cpu.use_threads(N * C, threads)
     kernel(x, x if grad is None else grad, _NO_WORK[np.dtype(dt)], grad is not None, inplace, r.col, r.has_col,
            *_kernel_args(r, N), *soft_weights(r.b, C, dt), float(opt.z_loss), float(opt.softcap or 0.0),
