@@ -115,13 +115,12 @@ def forward(x, problem, num_items, want_grad, inplace, want_stats):
     return value, grad, stats
 
 
-def block(x, grad, tg, opt, v, want_stats=False):
+def block(x, grad, tg, opt, v):
     """One call of the row kernel on the rows ``x`` (N, C) with targets ``tg``
     (``cross_entropy_blocks.Targets``) and row scale ``v`` (None: no
     gradient), the gradient written into ``grad`` (which may be ``x``).
-    Returns the loss rows, the LSE, the hits (argmax == target, with
-    ``want_stats``) and the complete ``RowTargets``. Linear cross-entropy
-    calls it on each chunk's logits."""
+    Returns the loss rows. Linear cross-entropy calls it on each chunk's
+    logits (its statistics come from the core, not from here)."""
     from .._cpu.cross_entropy import rows
 
     N, C = x.shape
@@ -130,7 +129,7 @@ def block(x, grad, tg, opt, v, want_stats=False):
     if tg.probs is None:
         col, has_col = tg.column, True
     else:
-        col, has_col = tg.probs.argmax(1), False
+        col, has_col = torch.zeros(N, dtype=torch.long), False  # read only for hits, which this never asks
         tg = tg._replace(t=tg.t._replace(soft=tg.b.sum(1)))  # B = sum_c b_c
     t = tg.t
     want_grad = v is not None
@@ -141,16 +140,14 @@ def block(x, grad, tg, opt, v, want_stats=False):
     bmode, bvec, bmat = _cpu.soft_weights(b, C, np.float64 if cdt == torch.float64 else np.float32)
     inplace = want_grad and grad.data_ptr() == x.data_ptr()
     outs = [np.empty(N) for _ in range(4)]
-    hits = np.zeros(N, dtype=np.bool_)
     xs = numpy_view(x)
     work = np.empty(0, np.float64 if x.dtype == torch.float64 else np.float32)
     _cpu.use_threads(N * C, torch.get_num_threads())
     rows(xs, xs if grad is None else numpy_view(grad), work, want_grad, inplace, col.long().numpy(), has_col,
-         _f64(t.hard, N), _f64(v, N), _f64(vc0, N), bmode, bvec, bmat, float(z), float(cap or 0.0), want_stats,
-         *outs, hits)
+         _f64(t.hard, N), _f64(v, N), _f64(vc0, N), bmode, bvec, bmat, float(z), float(cap or 0.0), False,
+         *outs, np.zeros(N, dtype=np.bool_))
     if inplace:  # written through NumPy: tell autograd, as an in-place torch op would
         torch.autograd.graph.increment_version(x)
     m, log_sum, target_shifted, dot = (torch.from_numpy(a).to(cdt) for a in outs)
-    lse = m + log_sum
-    loss = math.row_loss(XP, t, log_sum, target_shifted if has_col else None, dot if b is not None else None, lse, z)
-    return loss, lse, torch.from_numpy(hits), t
+    return math.row_loss(XP, t, log_sum, target_shifted if has_col else None, dot if b is not None else None,
+                         m + log_sum, z)

@@ -129,7 +129,7 @@ def run(input, W, b, plan: Plan, go, want):
                                                                                             device=input.device))
         # 2. loss rows; logits become dL/dlogits * v, in place
         if cross_entropy_cpu.applies(work, plan.shards):  # one compiled call (crossentropy._cpu)
-            loss[pos] = cross_entropy_cpu.block(work, None if v is None else work, tg, plan.options, v)[0]
+            loss[pos] = cross_entropy_cpu.block(work, None if v is None else work, tg, plan.options, v)
         else:
             loss[pos] = block_loss_and_grad_(work, tg, plan.options, v=v, shards=plan.shards)
         if need:  # 3. fold the logit gradient into the parameters' gradients
