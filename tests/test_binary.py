@@ -173,3 +173,34 @@ def test_targets_outside_0_1_are_refused(f, target):
     for make in (np.array, torch.tensor):
         with pytest.raises(ValueError, match=r"targets? contains .*; probabilities must be (numbers )?in \[0, 1"):
             f(make(p), make(np.array(target)))
+
+
+@pytest.mark.parametrize("f", [ce.binary_cross_entropy_with_logits, ce.sigmoid_focal_loss], ids=lambda f: f.__name__)
+@pytest.mark.parametrize("logits", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
+@pytest.mark.parametrize("bad", [1.5, -0.25, np.nan, 1 + 1e-12, -1e-300], ids=["1.5", "-0.25", "nan", "1+1e-12", "-tiny"])
+def test_compiled_kernel_counts_bad_targets_as_it_reads_them(f, logits, bad):
+    """The compiled CPU kernels check the target's values in their own pass
+    (no pass of torch ops before): one bad value in the last of many blocks,
+    in every target dtype that holds it, is refused with the value named, as
+    the chunked path refuses it; a float64 value that rounds into [0, 1] in
+    float32 (1 + 1e-12, -1e-300) is refused too."""
+    from crossentropy._torch import binary_cpu
+
+    n = 3 * 4096 + 7  # several blocks of the kernel
+    x = torch.randn(n, dtype=torch.float64).to(logits)
+    assert binary_cpu.applies(x, ())
+    for tdtype in (torch.float64, torch.float32, torch.bfloat16, torch.float16):
+        t = torch.rand(n, dtype=torch.float64)
+        t[n - 2] = bad
+        t = t.to(tdtype)
+        if not (t[n - 2].isnan() or t[n - 2] < 0 or t[n - 2] > 1):
+            continue  # the value does not survive the conversion: nothing to refuse
+        for reduction, grad in (("mean", True), ("none", False)):
+            a = x.clone().requires_grad_(grad)
+            with pytest.raises(ValueError, match=r"targets? contains .*; probabilities must be (numbers )?in \[0, 1"):
+                f(a, t, reduction=reduction)
+        ok = t.clone()  # and with that value mended, the same target is accepted
+        ok[n - 2] = 1
+        v = f(x, ok, reduction="mean")
+        assert torch.isfinite(v)
+        assert_close(v.double(), f.reference(x.double(), ok.double(), reduction="mean"), rtol=1e-2 if logits.itemsize == 2 else 1e-5)

@@ -183,28 +183,34 @@ def _focal(xi, ti, i, w, pw, has_w, has_pw, alpha, gamma, exact):
 def _block(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows, scale, g, rows, lo, hi, exact):
     """Elements ``[lo, hi)`` of ``_focal`` (with its ``alpha, gamma`` in ``p0,
     p1``) or ``_bce``; returns (sum of the losses, whether the fast
-    exponential missed). ``exact``: ``math.exp`` for every element."""
+    exponential missed, how many targets are outside [0, 1] or NaN: the
+    check of ``losses.binary.target_values``, made while the target is in a
+    register). ``exact``: ``math.exp`` for every element."""
     total = 0.0
     odd = 0
+    bad = 0
     for i in range(np.uint64(lo), np.uint64(hi)):  # unsigned: see _elementwise
+        ti = load(t, i)
+        bad += (ti < 0) | (ti > 1) | (ti != ti)  # the comparisons are kept: fastmath has no "nnan"
         if focal:
-            loss, gi, miss = _focal(load(x, i), load(t, i), i, w, pw, has_w, has_pw, p0, p1, exact)
+            loss, gi, miss = _focal(load(x, i), ti, i, w, pw, has_w, has_pw, p0, p1, exact)
         else:
-            loss, gi, miss = _bce(load(x, i), load(t, i), i, w, pw, has_w, has_pw, p0, p1, exact)
+            loss, gi, miss = _bce(load(x, i), ti, i, w, pw, has_w, has_pw, p0, p1, exact)
         odd += miss
         if want_rows:
             store(rows, i, loss)
         total += loss
         if want_grad:
             store(g, i, gi * scale)
-    return total, odd
+    return total, odd, bad
 
 
 @njit(inline="always")
 def _elementwise(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows, scale, g, rows):
     """Blocks of elements over threads; a block in which the fast exponential
     missed (a subnormal result, an infinite or NaN logit) is done again with
-    ``math.exp``. Returns the sum of the losses (float64).
+    ``math.exp``. Returns the sum of the losses (float64) and the number of
+    targets outside [0, 1] or NaN (the caller raises where it is not 0).
 
     Three things keep the element loop vectorised (BENCHMARKS.md, "Binary
     losses on logits", for what it gained): the kernels run with ``error_model="numpy"`` (with numba's default, Python's,
@@ -216,15 +222,17 @@ def _elementwise(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows
     n = x.shape[0]
     blocks = max(1, min(n // 4096, 256))
     sums = np.zeros(blocks)
+    bads = np.zeros(blocks, np.int64)
     for blk in prange(blocks):
         lo, hi = blk * n // blocks, (blk + 1) * n // blocks
-        total, odd = _block(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows, scale, g, rows, lo,
+        total, odd, bad = _block(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows, scale, g, rows, lo,
                             hi, False)
         if odd:
-            total, odd = _block(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows, scale, g, rows,
+            total, odd, bad = _block(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows, scale, g, rows,
                                 lo, hi, True)
         sums[blk] = total
-    return sums.sum()
+        bads[blk] = bad
+    return sums.sum(), bads.sum()
 
 
 @njit(parallel=True, fastmath=_FAST, cache=True, error_model="numpy")
@@ -232,7 +240,8 @@ def bce_logits(x, t, w, pw, has_w, has_pw, want_grad, want_rows, scale, g, rows)
     """Binary cross-entropy on logits over flat arrays of one length and dtype
     (``w``, ``pw``: that length, or placeholders when absent): the losses
     into ``rows`` (``want_rows``), the gradient times ``scale`` into ``g``
-    (``want_grad``); returns the sum of the losses."""
+    (``want_grad``); returns the sum of the losses and the number of targets
+    outside [0, 1] or NaN."""
     if want_rows:  # the flag as a constant in each loop: see _elementwise
         return _elementwise(False, x, t, w, pw, has_w, has_pw, 0.0, 0.0, want_grad, True, scale, g, rows)
     return _elementwise(False, x, t, w, pw, has_w, has_pw, 0.0, 0.0, want_grad, False, scale, g, rows)

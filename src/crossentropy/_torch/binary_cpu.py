@@ -50,18 +50,25 @@ _NONE = {torch.float32: np.empty(0, np.float32), torch.float64: np.empty(0, np.f
 def _run(kernel, x, t, reduction, want_grad, target_name, *args):
     """``(value, grad or None)`` of ``kernel`` (``bce_logits`` or
     ``sigmoid_focal``, its arguments between the targets and the flags in
-    ``args``) as ``_torch.binary._loop`` returns them."""
-    target_values(_COMPAT, t, target_name)
+    ``args``) as ``_torch.binary._loop`` returns them. The kernel counts the
+    targets outside [0, 1] as it reads them; only a float64 target of
+    float32 or half logits is checked before (its rounding to float32 could
+    hide a value just above 1 or below 0)."""
+    ts, _ = _flat(t, x)
+    if t.dtype == torch.float64 and ts.dtype == np.float32:
+        target_values(_COMPAT, t, target_name)
     n = x.numel()
     scale = float(_reduce.unit_scale(torch, reduction, torch.float64, x, count=n))
     xs = numpy_view(x.reshape(-1))
-    ts, _ = _flat(t, x)
     grad = torch.empty_like(x) if want_grad else None
     rows = torch.empty_like(x) if reduction == "none" else None
     gs = xs if grad is None else numpy_view(grad.reshape(-1))
     rs = xs if rows is None else numpy_view(rows.reshape(-1))
     _cpu.use_threads(n, torch.get_num_threads())
-    total = kernel(xs, ts, *args, want_grad, rows is not None, scale, gs, rs)
+    total, bad = kernel(xs, ts, *args, want_grad, rows is not None, scale, gs, rs)
+    if bad:  # the check's own message, naming the value
+        target_values(_COMPAT, t, target_name)
+        raise ValueError(f"{target_name} holds {bad} values outside [0, 1] or NaN")
     value = rows if rows is not None else torch.scalar_tensor(total * scale, dtype=x.dtype)
     return value, grad
 
