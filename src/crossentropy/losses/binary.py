@@ -121,8 +121,9 @@ def read(input, target, reduction, name="input", target_name="target", convert=T
     same shape with values in [0, 1] (checked on CPU), a reduction. Returns the
     namespace and the compute-dtype input and target. With ``convert=False``
     (the torch kernel) the arrays are returned as given and the values of the
-    target are not looked at here: the kernel converts and checks them chunk
-    by chunk, with :func:`target_values`, while each chunk is in cache."""
+    target are not looked at here: the kernel converts and checks them, the
+    chunked one with :func:`target_values` while each chunk is in cache, the
+    compiled CPU one (``_cpu.binary``) as it reads each target."""
     xp = namespace(**{name: input, target_name: target})
     _checks.floating(xp, input, name, min_ndim=0)
     _checks.reduction(reduction)
