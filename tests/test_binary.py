@@ -177,10 +177,11 @@ def test_targets_outside_0_1_are_refused(f, target):
 
 @pytest.mark.parametrize("f", [ce.binary_cross_entropy_with_logits, ce.sigmoid_focal_loss], ids=lambda f: f.__name__)
 @pytest.mark.parametrize("logits", [torch.float32, torch.float64, torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("bad", [1.5, -0.25, np.nan, 1 + 1e-12, -1e-300], ids=["1.5", "-0.25", "nan", "1+1e-12", "-tiny"])
+@pytest.mark.parametrize("bad", [1.5, -0.25, np.nan, 1 + 1e-12, -1e-300],
+                         ids=["1.5", "-0.25", "nan", "1+1e-12", "-tiny"])
 def test_compiled_kernel_counts_bad_targets_as_it_reads_them(f, logits, bad):
-    """The compiled CPU kernels check the target's values in their own pass
-    (no pass of torch ops before): one bad value in the last of many blocks,
+    """The compiled CPU kernels check the target's values as they read them
+    (no torch pass before, for a target in the compute dtype): one bad value in the last of many blocks,
     in every target dtype that holds it, is refused with the value named, as
     the chunked path refuses it; a float64 value that rounds into [0, 1] in
     float32 (1 + 1e-12, -1e-300) is refused too."""
@@ -203,4 +204,5 @@ def test_compiled_kernel_counts_bad_targets_as_it_reads_them(f, logits, bad):
         ok[n - 2] = 1
         v = f(x, ok, reduction="mean")
         assert torch.isfinite(v)
-        assert_close(v.double(), f.reference(x.double(), ok.double(), reduction="mean"), rtol=1e-2 if logits.itemsize == 2 else 1e-5)
+        want = f.reference(x.double(), ok.double(), reduction="mean")
+        assert_close(v.double(), want, rtol=1e-2 if logits.itemsize == 2 else 1e-5)

@@ -225,11 +225,11 @@ def _elementwise(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows
     bads = np.zeros(blocks, np.int64)
     for blk in prange(blocks):
         lo, hi = blk * n // blocks, (blk + 1) * n // blocks
-        total, odd, bad = _block(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows, scale, g, rows, lo,
-                            hi, False)
+        total, odd, bad = _block(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows, scale, g,
+                                 rows, lo, hi, False)
         if odd:
-            total, odd, bad = _block(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows, scale, g, rows,
-                                lo, hi, True)
+            total, odd, bad = _block(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows, scale, g,
+                                     rows, lo, hi, True)
         sums[blk] = total
         bads[blk] = bad
     return sums.sum(), bads.sum()
