@@ -3,6 +3,8 @@ vocab-parallel functions against single-process ones on the full problem."""
 
 import functools
 import itertools
+import os
+import sys
 import traceback
 
 import torch
@@ -239,6 +241,14 @@ def in_group(rank, world, init_file, result_dir, body):
         dist.destroy_process_group()
     with open(f"{result_dir}/rank{rank}.txt", "w") as f:
         f.write(msg)
+    # Leave without the interpreter's teardown: after both ranks had written
+    # "ok", one still died in it (SIGABRT, "terminate called without an active
+    # exception", a native thread destroyed at exit) in a fresh-clone run of
+    # the suite in stop 27, which failed the test on correct results. The
+    # result file is the verdict; a rank that never writes one still fails.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def run(rank, world, init_file, result_dir):
