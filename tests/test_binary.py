@@ -189,7 +189,7 @@ def test_compiled_kernel_counts_bad_targets_as_it_reads_them(f, logits, bad):
 
     n = 3 * 4096 + 7  # several blocks of the kernel
     x = torch.randn(n, dtype=torch.float64).to(logits)
-    assert binary_cpu.applies(x, ())
+    assert binary_cpu.applies(x)
     for tdtype in (torch.float64, torch.float32, torch.bfloat16, torch.float16):
         t = torch.rand(n, dtype=torch.float64)
         t[n - 2] = bad

@@ -315,6 +315,16 @@ def _compute_dtype(dtype):
     return torch.promote_types(dtype, torch.float32)
 
 
+def _cotangent(ctx, grad, grad_output):
+    """``grad_output`` in the compute dtype of the kept gradient ``grad``,
+    unsqueezed at ``ctx.grad_output_axis`` to broadcast against it."""
+    import torch
+
+    same = grad_output.dtype == grad.dtype and grad.dtype in (torch.float32, torch.float64)
+    g = grad_output if same else grad_output.to(_compute_dtype(grad.dtype))
+    return g.unsqueeze(ctx.grad_output_axis) if g.dim() and ctx.grad_output_axis is not None else g
+
+
 _CLASSES = None
 
 
@@ -367,13 +377,12 @@ def _makefunction_classes():
         @staticmethod
         def backward(ctx, grad_output, *unused_extras_grads):
             grad, x = ctx.saved_tensors
-            if torch.is_grad_enabled() and ctx.reference is not None:  # create_graph=True
+            if not torch.is_grad_enabled():  # the common backward (no create_graph): nothing to detach or refuse
+                return scale_kept_gradient(grad, _cotangent(ctx, grad, grad_output)), None, None, None, None
+            if ctx.reference is not None:  # create_graph=True
                 return differentiable_vjp(ctx.reference, x, grad_output), None, None, None, None
-            g = grad_output.detach().to(_compute_dtype(grad.dtype))
-            if g.dim() and ctx.grad_output_axis is not None:
-                g = g.unsqueeze(ctx.grad_output_axis)
             with torch.no_grad():
-                out = scale_kept_gradient(grad, g)
+                out = scale_kept_gradient(grad, _cotangent(ctx, grad, grad_output.detach()))
             return (*refuse_double_backward((out,), x, ctx.name), None, None, None, None)  # x, compute, axis, name, ref
 
     class _RefuseDoubleBackward(torch.autograd.Function):

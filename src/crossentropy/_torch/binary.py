@@ -108,7 +108,7 @@ def elementwise_loss(x, terms, tensors, reduction, name, target_name="target", r
     ``create_graph=True``, through ``reference``: see ``kept_gradient``).
     ``compiled(x, *tensors, reduction, want_grad, target_name)``: the same
     formula compiled, taken where ``binary_cpu.applies``."""
-    fast = compiled is not None and binary_cpu.applies(x, tensors)
+    fast = compiled is not None and binary_cpu.applies(x)
 
     def compute(want_grad):
         if fast:

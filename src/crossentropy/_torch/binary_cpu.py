@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from .. import _cpu, _reduce
-from .._array import namespace, transformed
+from .._array import namespace
 from ..losses.binary import target_values
 from .cross_entropy_cpu import numpy_view
 
@@ -20,52 +20,49 @@ _COMPAT = namespace(x=torch.empty(0))
 _DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
-def applies(x, tensors) -> bool:
-    """A contiguous CPU tensor of float32, float64, bfloat16 or float16, its
-    other tensors broadcastable to it, outside ``torch.compile`` and
-    ``torch.func``, with numba installed."""
+def applies(x) -> bool:
+    """A contiguous CPU tensor of float32, float64, bfloat16 or float16 (its
+    other tensors validated and broadcastable to it), outside
+    ``torch.compile``, with numba installed. (No call inside a ``torch.func``
+    transform comes here: the public functions' dispatch,
+    ``_autograd.analytic``, sends those to the core first.)"""
     return (x.device.type == "cpu" and x.dtype in _DTYPES and x.is_contiguous()
-            and x.numel() > 0 and not torch.compiler.is_compiling() and not transformed(x)
-            and not any(transformed(a) for a in tensors if a is not None) and _cpu.available())
+            and x.numel() > 0 and not torch.compiler.is_compiling() and _cpu.available())
 
 
 def _flat(a, x):
     """``a`` broadcast to ``x`` (a copy only where it broadcasts or converts),
     flat, as NumPy in the compute dtype (x's, or float32 for half-precision
     logits: the chunked kernel's, which keeps a float32 target or weight
-    unrounded); an empty array of it when ``a`` is None."""
-    cdt = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    unrounded); None when ``a`` is None (the kernels' absent factor)."""
     if a is None:
-        return _NONE[cdt], False
+        return None
+    cdt = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
     a = a.detach()
     if not (a.dtype == cdt and a.shape == x.shape and a.is_contiguous()):  # else a view as it is
         a = a.to(cdt).expand(x.shape).contiguous()
-    return a.view(-1).numpy(), True
-
-
-# the kernels' placeholder for an absent factor, one per compute dtype (never written)
-_NONE = {torch.float32: np.empty(0, np.float32), torch.float64: np.empty(0, np.float64)}
+    return a.view(-1).numpy()
 
 
 def _run(kernel, x, t, reduction, want_grad, target_name, *args):
     """``(value, grad or None)`` of ``kernel`` (``bce_logits`` or
-    ``sigmoid_focal``, its arguments between the targets and the flags in
+    ``sigmoid_focal``, its arguments between the targets and the scale in
     ``args``) as ``_torch.binary._loop`` returns them. The kernel counts the
     targets outside [0, 1] as it reads them; only a float64 target of
     float32 or half logits is checked before (its rounding to float32 could
     hide a value just above 1 or below 0)."""
-    ts, _ = _flat(t, x)
+    ts = _flat(t, x)
     if t.dtype == torch.float64 and ts.dtype == np.float32:
         target_values(_COMPAT, t, target_name)
     n = x.numel()
-    scale = float(_reduce.unit_scale(torch, reduction, torch.float64, x, count=n))
-    xs = numpy_view(x.reshape(-1))
+    scale = _reduce.unit_factor(reduction, n)
+    xs = numpy_view(x.view(-1))  # x is contiguous (applies), as are the buffers made here
     grad = torch.empty_like(x) if want_grad else None
     rows = torch.empty_like(x) if reduction == "none" else None
-    gs = xs if grad is None else numpy_view(grad.reshape(-1))
-    rs = xs if rows is None else numpy_view(rows.reshape(-1))
+    gs = None if grad is None else numpy_view(grad.view(-1))
+    rs = None if rows is None else numpy_view(rows.view(-1))
     _cpu.use_threads(n, torch.get_num_threads())
-    total, bad = kernel(xs, ts, *args, want_grad, rows is not None, scale, gs, rs)
+    total, bad = kernel(xs, ts, *args, scale, gs, rs)
     if bad:  # the check's own message, naming the value
         target_values(_COMPAT, t, target_name)
         raise ValueError(f"{target_name} holds {bad} values outside [0, 1] or NaN")
@@ -77,9 +74,7 @@ def bce_with_logits(x, t, w, pw, reduction, want_grad, target_name):
     """Binary cross-entropy on logits: ``(value, grad or None)``."""
     from .._cpu.binary import bce_logits
 
-    ws, has_w = _flat(w, x)
-    ps, has_pw = _flat(pw, x)
-    return _run(bce_logits, x, t, reduction, want_grad, target_name, ws, ps, has_w, has_pw)
+    return _run(bce_logits, x, t, reduction, want_grad, target_name, _flat(w, x), _flat(pw, x))
 
 
 def sigmoid_focal(alpha, gamma):
