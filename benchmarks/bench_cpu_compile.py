@@ -27,6 +27,9 @@ CALLS = {
                               "torch.randint(0, 100, (64,)))"),
     "binary_cross_entropy_with_logits float32": ("ce.binary_cross_entropy_with_logits("
                                                  "torch.randn(1000, requires_grad=True), torch.rand(1000))"),
+    "binary_cross_entropy_with_logits float32, weight, none": (
+        "ce.binary_cross_entropy_with_logits(torch.randn(1000, requires_grad=True), torch.rand(1000), "
+        "weight=torch.rand(1000), reduction='none').sum()"),
     "sigmoid_focal_loss float32": ("ce.sigmoid_focal_loss("
                                    "torch.randn(1000, requires_grad=True), torch.rand(1000), reduction='sum')"),
 }
