@@ -138,53 +138,6 @@ def _power_impl(q, gamma):
     return lambda q, gamma: q**gamma if gamma > 0 else q - q + 1
 
 
-def _weighted(w, i, loss, gi):
-    raise NotImplementedError
-
-
-@overload(_weighted)
-def _weighted_impl(w, i, loss, gi):
-    """``(loss, gi)`` times ``w[i]``, or as they are where ``w`` is None: the
-    absent factor is a type, so each case is a loop of its own, compiled
-    where it is first called, with no run-time flag in it."""
-    if isinstance(w, types.NoneType):
-        return lambda w, i, loss, gi: (loss, gi)
-
-    def times(w, i, loss, gi):
-        wi = load(w, i)
-        return loss * wi, gi * wi
-    return times
-
-
-def _pos_weighted(pw, i, ti, s, one):
-    raise NotImplementedError
-
-
-@overload(_pos_weighted)
-def _pos_weighted_impl(pw, i, ti, s, one):
-    """``(c, d)`` of ``bce_with_logits_terms`` with ``pos_weight`` ``pw[i]``,
-    or ``(1, s - t)`` where ``pw`` is None."""
-    if isinstance(pw, types.NoneType):
-        return lambda pw, i, ti, s, one: (one, s - ti)
-
-    def terms(pw, i, ti, s, one):
-        pwi = load(pw, i)
-        return one + ti * (pwi - one), s - ti * (pwi + s * (one - pwi))
-    return terms
-
-
-def _put(a, i, v):
-    raise NotImplementedError
-
-
-@overload(_put)
-def _put_impl(a, i, v):
-    """``a[i] = v`` (rounded to ``a``'s type), nothing where ``a`` is None."""
-    if isinstance(a, types.NoneType):
-        return lambda a, i, v: None
-    return lambda a, i, v: store(a, i, v)
-
-
 @njit(inline="always")
 def _parts(xi, exact):
     """``(e, small, ls, sgn, s)`` of ``losses.binary.step_parts``, and whether
@@ -203,19 +156,27 @@ def _parts(xi, exact):
 
 
 @njit(inline="always")
-def _bce(xi, ti, i, w, pw, p0, p1, exact):
+def _bce(xi, ti, i, w, pw, has_w, has_pw, p0, p1, exact):
     """One element of ``bce_with_logits_terms``: ``(loss, gradient, missed)``."""
     e, small, ls, sgn, s, odd = _parts(xi, exact)
-    c, d = _pos_weighted(pw, i, ti, s, _c(xi, 1))
+    if has_pw:
+        pwi = load(pw, i)
+        c = _c(xi, 1) + ti * (pwi - _c(xi, 1))
+        d = s - ti * (pwi + s * (_c(xi, 1) - pwi))
+    else:
+        c = _c(xi, 1)
+        d = s - ti
     xd = _c(xi, 0) if d == 0 else xi * d  # 0 * inf = 0: a term of weight 0 (infinite_logits_fixed)
     loss = xd - c * ls
     gi = d - sgn * c * small
-    loss, gi = _weighted(w, i, loss, gi)
+    if has_w:
+        wi = load(w, i)
+        loss, gi = loss * wi, gi * wi
     return loss, gi, odd
 
 
 @njit(inline="always")
-def _focal(xi, ti, i, w, pw, alpha, gamma, exact):
+def _focal(xi, ti, i, w, pw, has_w, has_pw, alpha, gamma, exact):
     """One element of ``sigmoid_focal_terms`` (``alpha < 0``: no ``alpha_t``):
     ``(loss, gradient, missed)``."""
     e, small, ls, sgn, s, odd = _parts(xi, exact)
@@ -239,14 +200,15 @@ def _focal(xi, ti, i, w, pw, alpha, gamma, exact):
 
 
 @njit(inline="always")
-def _block(focal, x, t, w, pw, p0, p1, scale, g, rows, lo, hi, exact):
+def _block(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows, scale, g, rows, lo, hi, exact):
     """Elements ``[lo, hi)`` of ``_focal`` (with its ``alpha, gamma`` in ``p0,
     p1``) or ``_bce``; returns (sum of the losses, whether the fast
     exponential missed, how many targets are outside [0, 1] or NaN: the
     check of ``losses.binary.target_values``, made while the target is in a
     register). ``exact``: ``math.exp`` for every element. The counts are
-    int32 (a block is at most 1/256 of the elements), as wide as a float32
-    lane: an int64 count takes two vector registers for one of elements."""
+    int32 (a block is 1/256 of the elements from 2^20 up: no overflow below
+    2^39 of them), as wide as a float32 lane, where an int64 count took two
+    vector registers for one of elements."""
     total = 0.0
     odd = np.int32(0)
     bad = np.int32(0)
@@ -254,57 +216,64 @@ def _block(focal, x, t, w, pw, p0, p1, scale, g, rows, lo, hi, exact):
         ti = load(t, i)
         bad += np.int32((ti < 0) | (ti > 1) | (ti != ti))  # the comparisons are kept: fastmath has no "nnan"
         if focal:
-            loss, gi, miss = _focal(load(x, i), ti, i, w, pw, p0, p1, exact)
+            loss, gi, miss = _focal(load(x, i), ti, i, w, pw, has_w, has_pw, p0, p1, exact)
         else:
-            loss, gi, miss = _bce(load(x, i), ti, i, w, pw, p0, p1, exact)
+            loss, gi, miss = _bce(load(x, i), ti, i, w, pw, has_w, has_pw, p0, p1, exact)
         odd += np.int32(miss)
-        _put(rows, i, loss)
+        if want_rows:
+            store(rows, i, loss)
         total += loss
-        _put(g, i, gi * _c(gi, scale))  # scale in the compute dtype: float32 lanes stay float32
+        if want_grad:
+            store(g, i, gi * _c(gi, scale))  # scale in the compute dtype: float32 lanes stay float32
     return total, odd, bad
 
 
 @njit(inline="always")
-def _elementwise(focal, x, t, w, pw, p0, p1, scale, g, rows):
+def _elementwise(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows, scale, g, rows):
     """Blocks of elements over threads; a block in which the fast exponential
     missed (a subnormal result, an infinite or NaN logit) is done again with
     ``math.exp``. Returns the sum of the losses (float64) and the number of
     targets outside [0, 1] or NaN (the caller raises where it is not 0).
 
-    What keeps the element loop vectorised (BENCHMARKS.md, "Binary losses
-    on logits", for what it gained): the kernels run with
-    ``error_model="numpy"`` (with numba's default, Python's, every division
-    checks its divisor for a ZeroDivisionError), the element index is
-    unsigned (a signed one gets a select for negative indices at every
-    access), and what is optional (the weights, the rows, the gradient)
-    comes as None, a type, so that each combination is a loop of its own
-    with no run-time flag in it (a store behind a run-time flag kept the loop
-    from vectorising; a load behind one kept registers busy)."""
+    Three things keep the element loop vectorised (BENCHMARKS.md, "Binary
+    losses on logits", for what it gained): the kernels run with ``error_model="numpy"`` (with numba's default, Python's,
+    every division checks its divisor for a ZeroDivisionError), the element
+    index is unsigned (a signed one gets a select for negative indices at
+    every access), and ``want_rows`` arrives as a constant (the store of the
+    loss behind a run-time flag): any one of them left out, the loop does
+    not vectorise."""
     n = x.shape[0]
     blocks = max(1, min(n // 4096, 256))
     sums = np.zeros(blocks)
     bads = np.zeros(blocks, np.int64)
     for blk in prange(blocks):
         lo, hi = blk * n // blocks, (blk + 1) * n // blocks
-        total, odd, bad = _block(focal, x, t, w, pw, p0, p1, scale, g, rows, lo, hi, False)
+        total, odd, bad = _block(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows, scale, g,
+                                 rows, lo, hi, False)
         if odd:
-            total, odd, bad = _block(focal, x, t, w, pw, p0, p1, scale, g, rows, lo, hi, True)
+            total, odd, bad = _block(focal, x, t, w, pw, has_w, has_pw, p0, p1, want_grad, want_rows, scale, g,
+                                     rows, lo, hi, True)
         sums[blk] = total
         bads[blk] = bad
     return sums.sum(), bads.sum()
 
 
 @njit(parallel=True, fastmath=_FAST, cache=True, error_model="numpy")
-def bce_logits(x, t, w, pw, scale, g, rows):
+def bce_logits(x, t, w, pw, has_w, has_pw, want_grad, want_rows, scale, g, rows):
     """Binary cross-entropy on logits over flat arrays of one length and dtype
-    (``w``, ``pw``: that length, or None): the losses into ``rows``, the
-    gradient times ``scale`` into ``g`` (each None when not wanted); returns
-    the sum of the losses and the number of targets outside [0, 1] or NaN."""
-    return _elementwise(False, x, t, w, pw, 0.0, 0.0, scale, g, rows)
+    (``w``, ``pw``: that length, or placeholders when absent): the losses
+    into ``rows`` (``want_rows``), the gradient times ``scale`` into ``g``
+    (``want_grad``); returns the sum of the losses and the number of targets
+    outside [0, 1] or NaN."""
+    if want_rows:  # the flag as a constant in each loop: see _elementwise
+        return _elementwise(False, x, t, w, pw, has_w, has_pw, 0.0, 0.0, want_grad, True, scale, g, rows)
+    return _elementwise(False, x, t, w, pw, has_w, has_pw, 0.0, 0.0, want_grad, False, scale, g, rows)
 
 
 @njit(parallel=True, fastmath=_FAST, cache=True, error_model="numpy")
-def sigmoid_focal(x, t, alpha, gamma, scale, g, rows):
+def sigmoid_focal(x, t, alpha, gamma, want_grad, want_rows, scale, g, rows):
     """The sigmoid focal loss over flat arrays of one length and dtype, as
     :func:`bce_logits` (no weights); ``gamma`` an int (0 to 4) or a float."""
-    return _elementwise(True, x, t, None, None, alpha, gamma, scale, g, rows)
+    if want_rows:  # the flag as a constant in each loop: see _elementwise
+        return _elementwise(True, x, t, x, x, False, False, alpha, gamma, want_grad, True, scale, g, rows)
+    return _elementwise(True, x, t, x, x, False, False, alpha, gamma, want_grad, False, scale, g, rows)

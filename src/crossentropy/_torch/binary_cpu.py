@@ -34,24 +34,28 @@ def _flat(a, x):
     """``a`` broadcast to ``x`` (a copy only where it broadcasts or converts),
     flat, as NumPy in the compute dtype (x's, or float32 for half-precision
     logits: the chunked kernel's, which keeps a float32 target or weight
-    unrounded); None when ``a`` is None (the kernels' absent factor)."""
-    if a is None:
-        return None
+    unrounded); an empty array of it when ``a`` is None."""
     cdt = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+    if a is None:
+        return _NONE[cdt], False
     a = a.detach()
     if not (a.dtype == cdt and a.shape == x.shape and a.is_contiguous()):  # else a view as it is
         a = a.to(cdt).expand(x.shape).contiguous()
-    return a.view(-1).numpy()
+    return a.view(-1).numpy(), True
+
+
+# the kernels' placeholder for an absent factor, one per compute dtype (never written)
+_NONE = {torch.float32: np.empty(0, np.float32), torch.float64: np.empty(0, np.float64)}
 
 
 def _run(kernel, x, t, reduction, want_grad, target_name, *args):
     """``(value, grad or None)`` of ``kernel`` (``bce_logits`` or
-    ``sigmoid_focal``, its arguments between the targets and the scale in
+    ``sigmoid_focal``, its arguments between the targets and the flags in
     ``args``) as ``_torch.binary._loop`` returns them. The kernel counts the
     targets outside [0, 1] as it reads them; only a float64 target of
     float32 or half logits is checked before (its rounding to float32 could
     hide a value just above 1 or below 0)."""
-    ts = _flat(t, x)
+    ts, _ = _flat(t, x)
     if t.dtype == torch.float64 and ts.dtype == np.float32:
         target_values(_COMPAT, t, target_name)
     n = x.numel()
@@ -59,10 +63,10 @@ def _run(kernel, x, t, reduction, want_grad, target_name, *args):
     xs = numpy_view(x.view(-1))  # x is contiguous (applies), as are the buffers made here
     grad = torch.empty_like(x) if want_grad else None
     rows = torch.empty_like(x) if reduction == "none" else None
-    gs = None if grad is None else numpy_view(grad.view(-1))
-    rs = None if rows is None else numpy_view(rows.view(-1))
+    gs = xs if grad is None else numpy_view(grad.view(-1))
+    rs = xs if rows is None else numpy_view(rows.view(-1))
     _cpu.use_threads(n, torch.get_num_threads())
-    total, bad = kernel(xs, ts, *args, scale, gs, rs)
+    total, bad = kernel(xs, ts, *args, want_grad, rows is not None, scale, gs, rs)
     if bad:  # the check's own message, naming the value
         target_values(_COMPAT, t, target_name)
         raise ValueError(f"{target_name} holds {bad} values outside [0, 1] or NaN")
@@ -74,7 +78,9 @@ def bce_with_logits(x, t, w, pw, reduction, want_grad, target_name):
     """Binary cross-entropy on logits: ``(value, grad or None)``."""
     from .._cpu.binary import bce_logits
 
-    return _run(bce_logits, x, t, reduction, want_grad, target_name, _flat(w, x), _flat(pw, x))
+    ws, has_w = _flat(w, x)
+    ps, has_pw = _flat(pw, x)
+    return _run(bce_logits, x, t, reduction, want_grad, target_name, ws, ps, has_w, has_pw)
 
 
 def sigmoid_focal(alpha, gamma):
