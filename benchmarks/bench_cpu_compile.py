@@ -25,6 +25,8 @@ CALLS = {
                               "torch.randint(0, 100, (64,)))"),
     "cross_entropy float16": ("ce.cross_entropy(torch.randn(64, 100).half().requires_grad_(True), "
                               "torch.randint(0, 100, (64,)))"),
+    "cross_entropy float32, 10 classes": ("ce.cross_entropy(torch.randn(64, 10, requires_grad=True), "
+                                          "torch.randint(0, 10, (64,)))"),
     "binary_cross_entropy_with_logits float32": ("ce.binary_cross_entropy_with_logits("
                                                  "torch.randn(1000, requires_grad=True), torch.rand(1000))"),
     "binary_cross_entropy_with_logits float32, weight, none": (

@@ -5,6 +5,7 @@
     python benchmarks/bench_cross_entropy.py --busy     # the issue's sizes beside a busy neighbour
     python benchmarks/bench_cross_entropy.py --main-only   # the issue's sizes alone, idle
     python benchmarks/bench_cross_entropy.py --more     # float16, N=16384, and N=256 V=10 (add --busy too)
+    python benchmarks/bench_cross_entropy.py --few      # 3 to 32 classes, with the row kernel beside (add --busy too)
 
 Methods: ``crossentropy.cross_entropy`` (on CPU the compiled kernel of
 ``crossentropy._cpu`` where numba is installed), the same with
@@ -49,6 +50,12 @@ MAIN = [(4096, 32000, "float32"), (4096, 32000, "bfloat16"), (2048, 128256, "flo
 # --more: float16, a larger N, and a small problem (where a call's fixed cost is the step)
 MORE = [(4096, 32000, "float16"), (16384, 32000, "bfloat16"), (256, 10, "float32")]
 SWEEP_N, SWEEP_V = 2048, (8192, 16384, 32000, 65536, 128256)
+# --few: classification heads, where the few-classes kernel runs (up to 16
+# classes) and where it stops (32); "ours, row kernel" is ours with it off
+FEW = [(65536, 3, "float32"), (65536, 10, "float32"), (65536, 10, "bfloat16"), (4096, 10, "float32"),
+       (16384, 16, "float32"), (16384, 32, "float32")]
+FEW_METHODS = ("ours", "ours, row kernel", "ours, torch chunks", "torch", "torch.compile", "jax jit",
+               "floor: read + first touch")
 SCALED = [(4096, 32000, "float32"), (4096, 32000, "bfloat16")]
 
 
@@ -68,7 +75,22 @@ def _loss_fn(method):
         return torch.compile(F.cross_entropy, dynamic=False)
     if method == "ours, torch chunks":
         return m.kernels_off(ce.cross_entropy)
+    if method == "ours, row kernel":
+        return _row_kernel(ce.cross_entropy)
     raise ValueError(f"method: unknown {method!r}")
+
+
+def _row_kernel(f):
+    """``f`` with cross-entropy's few-classes kernel off for its call (the row kernel instead)."""
+    from crossentropy._numpy import cross_entropy as driver
+
+    def rows(*args, **kwargs):
+        before, driver.FEW_CLASSES = driver.FEW_CLASSES, 0
+        try:
+            return f(*args, **kwargs)
+        finally:
+            driver.FEW_CLASSES = before
+    return rows
 
 
 def _jax_step(x, t):
@@ -198,8 +220,15 @@ def main():
     ap.add_argument("--more", action="store_true",
                     help="instead: float16 at 4096 x 32000, N=16384 at V=32000 (bfloat16: 1 GB), and N=256, V=10")
     ap.add_argument("--small-only", action="store_true", help="with --more: N=256, V=10 only")
+    ap.add_argument("--few", action="store_true", help="instead: 3 to 32 classes (no memory measured)")
     args = ap.parse_args()
     m.start(args)
+    if args.few:
+        reps = args.reps or 15
+        rows = measure(FEW, reps, args.threads, FEW_METHODS, memory=False)
+        print(f"\nfew classes, forward + backward, median of {reps} interleaved rounds\n")
+        print(m.table(rows, COLUMNS))
+        return
     if args.quick:
         rows = measure([(1024, 32000, "float32")], args.reps or 5, args.threads, METHODS)
         print(m.table(rows, COLUMNS))

@@ -159,16 +159,17 @@ def test_inplace_backward_through_the_kernel_bumps_the_version():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("options", [dict(), dict(softcap=3.0), dict(label_smoothing=0.1, z_loss=1e-3),
                                      dict(softcap=2.0, label_smoothing=0.2, weight="w")])
-def test_inplace_backward_gives_the_gradient_of_the_default(dtype, options):
+@pytest.mark.parametrize("classes", [37, 5])  # the row kernel; the few-classes kernel (but with a soft cap)
+def test_inplace_backward_gives_the_gradient_of_the_default(dtype, options, classes):
     """The kernel writing the gradient over the logits (read before written,
     the soft cap's slope included) gives what it gives into a fresh buffer:
     to a few roundings (where the buffers alias, the vectoriser may sum a row
     in another order), far below any misread logit's error."""
     g = torch.Generator().manual_seed(3)
-    x = (torch.randn(13, 37, generator=g) * 3).to(dtype)
-    y = torch.randint(0, 37, (13,), generator=g)
+    x = (torch.randn(13, classes, generator=g) * 3).to(dtype)
+    y = torch.randint(0, classes, (13,), generator=g)
     y[2] = -100
-    kw = {k: (torch.rand(37, generator=g) + 0.5 if v == "w" else v) for k, v in options.items()}
+    kw = {k: (torch.rand(classes, generator=g) + 0.5 if v == "w" else v) for k, v in options.items()}
     a = x.clone().requires_grad_(True)
     ce.cross_entropy(a, y, **kw).backward()
     leaf = x.clone().requires_grad_(True)
@@ -250,17 +251,23 @@ def test_the_float64_exponential_is_within_one_ulp_over_its_whole_range():
     assert float(ulps.max()) <= 1.0, float(ulps.max())
 
 
-@pytest.mark.parametrize("fn", ["cross_entropy", "focal_loss"])
-@pytest.mark.parametrize("class_first", [False, True])
-def test_numpy_kernels_recompute_outside_the_exponentials_range(fn, class_first, monkeypatch):
+@pytest.mark.parametrize("fn,layout", [("cross_entropy", "rows"), ("cross_entropy", "few"), ("cross_entropy", "columns"),
+                                       ("focal_loss", "rows"), ("focal_loss", "columns")])
+def test_numpy_kernels_recompute_outside_the_exponentials_range(fn, layout, monkeypatch):
     """float64 logits whose shifted values fall below the polynomial's range
-    (subnormal and zero probabilities), and -inf: the NumPy kernels (rows
-    and columns) agree with the core to float64 rounding."""
+    (subnormal and zero probabilities), and -inf: the NumPy kernels (rows,
+    cross-entropy's few-classes kernel, columns) agree with the core to
+    float64 rounding."""
+    from crossentropy._numpy import cross_entropy as driver
+
     f = getattr(ce, fn)
     x = np.array([[0.0, -700.0, -707.9, -708.1, -720.0, -745.0, -800.0, -np.inf],
                   [3.0, 2.0, -705.0, -709.0, -744.5, 1.0, 0.5, -1.0]])
     y = np.array([0, 3])
     kw = dict(reduction="sum", label_smoothing=0.0 if fn == "cross_entropy" else 0.1)
+    if layout == "rows":
+        monkeypatch.setattr(driver, "FEW_CLASSES", 0)
+    class_first = layout == "columns"
     xs, axis = (np.ascontiguousarray(x.T), {"axis": 0}) if class_first else (x, {})
     value, grad = f.value_and_grad(xs, y, **axis, **kw)
     monkeypatch.setenv("CROSSENTROPY_CPU_KERNELS", "0")
@@ -283,3 +290,45 @@ def test_which_numpy_arrays_take_the_compiled_kernels(monkeypatch):
     assert _numpy.class_first(np.zeros((3, 5)).T[::2]) is None  # neither layout: copied, row kernels
     monkeypatch.setenv("CROSSENTROPY_CPU_KERNELS", "0")
     assert not _numpy.applies(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("target", ["index", "probabilities"])
+def test_the_few_classes_kernel_gives_what_the_row_kernel_gives(dtype, target, monkeypatch):
+    """Over several blocks of rows (the last one short) on both threads, with
+    every option it takes, the few-classes kernel's loss rows, gradient and
+    statistics are the row kernel's to a few roundings of the dtype (it
+    computes in float64 where the row kernel computes in float32), and its
+    hits are the same rows'."""
+    from crossentropy._cpu.columns import BLOCK
+    from crossentropy._numpy import cross_entropy as driver
+
+    g = torch.Generator().manual_seed(5)
+    n, classes = 2 * BLOCK + 77, 7
+    x = (torch.randn(n, classes, generator=g) * 4).to(dtype)
+    x[3, 2], x[4] = float("-inf"), float("-inf")  # a class with no chance, an ignored row of no chance
+    if target == "index":
+        y = torch.randint(0, classes, (n,), generator=g)
+        y[4] = y[900] = -100
+    else:
+        y = torch.softmax(torch.randn(n, classes, generator=g), 1).to(dtype)
+        x[4] = 0.0
+    kw = dict(weight=(torch.rand(classes, generator=g) + 0.5).to(dtype), label_smoothing=0.1, z_loss=1e-3,
+              reduction="none")
+
+    def run():
+        a = x.clone().requires_grad_(True)
+        loss, stats = ce.cross_entropy_with_stats(a, y, **kw)
+        loss.backward(torch.linspace(0.5, 1.5, n, dtype=dtype))
+        return loss.double(), a.grad.double(), stats.lse.double(), stats.accuracy
+
+    assert driver.FEW_CLASSES >= classes
+    torch.set_num_threads(2)  # (the kernel takes a second thread from 32768 logits: here one, but blocks of 512)
+    got = run()
+    monkeypatch.setattr(driver, "FEW_CLASSES", 0)
+    want = run()
+    eps = torch.finfo(dtype).eps if dtype in (torch.bfloat16, torch.float16) else torch.finfo(torch.float32).eps
+    eps = 1e-14 if dtype == torch.float64 else eps
+    for a, b in zip(got[:3], want[:3]):
+        torch.testing.assert_close(a, b, rtol=4 * eps, atol=4 * eps * max(1.0, b.abs().max().item()))
+    assert float(got[3]) == float(want[3])

@@ -13,8 +13,9 @@ from crossentropy.cli.check import LOCAL_PATHS as LOCAL
 # ``crossentropy check``: torch-chunks and numpy-core (the fallbacks of the
 # compiled CPU kernels) one case in four, numpy-columns (the NumPy kernels
 # with the class axis first, whose rows are the same row formulas as
-# numpy's) one in two.
-EVERY = {"torch-chunks": 4, "numpy-core": 4, "numpy-columns": 2}
+# numpy's) and torch-rows (cross-entropy's row kernel, which logits of more
+# than 16 classes take) one in two.
+EVERY = {"torch-chunks": 4, "numpy-core": 4, "numpy-columns": 2, "torch-rows": 2}
 JOBS = [(case, path, dtype) for i, case in enumerate(CASES) for path in LOCAL for dtype in paths.DTYPES
         if paths.accepts(case, path, dtype) and i % EVERY.get(path, 1) == 0]
 
@@ -33,7 +34,7 @@ def test_every_function_and_path_is_covered():
         assert (fn, "torch-kernel") in covered and (fn, "torch-chunks") in covered
     for fn in paths.NUMPY_KERNELS:
         assert (fn, "numpy-core") in covered and (fn, "numpy-columns") in covered
-    assert ("cross_entropy", "linear") in covered
+    assert ("cross_entropy", "linear") in covered and ("cross_entropy", "torch-rows") in covered
     assert {d for _, _, d in JOBS} == set(paths.DTYPES)
     assert {"extreme", "tiny", "empty", "ignored", "nonfinite"} <= set().union(*(c.tags for c in CASES))
 

@@ -9,6 +9,13 @@ logits are in cache. Everything is computed in float64 (the logits may be
 float32), with ``_bits.exp_fast``'s exponential (``math.exp`` where it is not
 right).
 
+``cross_entropy_few`` runs the same blocks on logits with the class axis
+*last* and few classes (``_numpy.cross_entropy.FEW_CLASSES``): each block of
+rows is turned on its side into a (C, n) float64 block in cache first, and
+its gradient turned back into the rows after, so that a classification
+head's handful of classes costs loops along the rows rather than a row
+kernel's per-row overhead (``BENCHMARKS.md``, "Few classes").
+
 ``cross_entropy_columns`` restates what :mod:`.cross_entropy`'s ``rows`` does
 (and so :mod:`crossentropy.losses.cross_entropy`'s row functions): ``m``,
 ``log Σ``, ``s_y - m`` and ``dot = sum_c b_c (s_c - m)`` per row into the
@@ -23,7 +30,9 @@ as :mod:`.focal`'s ``focal_rows`` does: per row the loss
 The soft weights come as in the row kernels (``bmode`` 0 none, 1 a number
 ``bvec[0]``, 2 a (C,) vector, 3 a matrix ``bmat``, here (C, R)).
 ``tests/test_registry.py``'s ``numpy-columns`` path runs every cross-entropy
-and focal registry case through them against the core.
+and focal registry case through them against the core, and its ``numpy`` and
+``torch-kernel`` paths run the cross-entropy cases (at most 6 classes)
+through ``cross_entropy_few``.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._bits import exp_fast, exp_fast_ok, f64_bits, bits_f64
+from ._bits import exp_fast, exp_fast_ok, f64_bits, bits_f64, load, store
 
 BLOCK = 512  # rows a block: (C, 512) float64 logits, gradient and scratch stay in cache
 _FAST = {"reassoc", "contract"}  # reorder the sums (to vectorise them); no assumption about inf or NaN
@@ -77,7 +86,7 @@ def _exp_sums(xt, lo, hi, m, e, total):
     for c in range(xt.shape[0]):
         xr, er = xt[c, lo:hi], e[c]
         for j in range(n):
-            d = np.float64(xr[j]) - m[j]
+            d = xr[j] - m[j]  # in the wider of the two dtypes
             odd += not exp_fast_ok(d)
             v = exp_fast(d)
             er[j] = v
@@ -155,47 +164,110 @@ def _gradient(gt, lo, hi, e, factor, v, bmode, bvec, bmat):
                 gr[j] = factor[j] * er[j] - v[j] * br[j]
 
 
+@njit(inline="always")
+def _ce_block(xt, gt, lo, hi, r0, mw, want_grad, col, has_col, hard, v, vc0, bmode, bvec, bmat, z,
+              m_out, logsum_out, tshift_out, dot_out):
+    """One block: rows ``r0 .. r0 + n`` (the per-row arrays' indices) held as
+    the columns ``lo:hi`` of ``xt`` (C, ·), their statistics into the
+    ``*_out`` arrays and, with ``want_grad``, their gradient into the same
+    columns of ``gt``; ``bmat`` (bmode 3) laid out as ``xt``. ``mw`` (n,):
+    where the shift is kept, in the dtype the exponentials are computed in
+    (float64 unless both it and ``xt`` are float32; ``m_out[r0:r1]`` itself may serve)."""
+    C = xt.shape[0]
+    n = hi - lo
+    r1 = r0 + n
+    mb, sb, tb = m_out[r0:r1], logsum_out[r0:r1], tshift_out[r0:r1]
+    vb, vcb, hb = v[r0:r1], vc0[r0:r1], hard[r0:r1]
+    key = np.empty(n, np.int64)
+    e = np.empty((C, n), mw.dtype)
+    factor = np.empty(n)  # v c / Σ
+    target = np.empty(n)  # v c p_y - v h
+    _shift(xt, lo, hi, key, mw)
+    for j in range(n):
+        mb[j] = mw[j]
+        tb[j] = np.float64(xt[col[r0 + j], lo + j]) - mw[j] if has_col else 0.0
+    _soft_dot(xt, lo, hi, mw, bmode, bvec, bmat, dot_out[r0:r1])
+    _exp_sums(xt, lo, hi, mw, e, sb)  # sb holds Σ until its log below
+    for j in range(n):
+        total = sb[j]
+        log_sum = math.log(total)
+        sb[j] = log_sum
+        if not want_grad:
+            continue
+        vc = vcb[j]
+        if z != 0 and vb[j] != 0:
+            vc += vb[j] * 2.0 * z * (mb[j] + log_sum)  # z_coefficient
+        factor[j] = 0.0 if vc == 0 else vc / total  # probability_factor
+        # p_y = e^{s_y - m} / Σ from the exponential already taken (1 / Σ exactly where
+        # y holds the maximum, the one case where v c p_y - v h cancels)
+        p_y = 0.0 if vc == 0 or not has_col else np.float64(e[col[r0 + j], j]) / total
+        target[j] = vc * p_y - vb[j] * hb[j]  # target_gradient, before - v b_y
+    if not want_grad:
+        return
+    _gradient(gt, lo, hi, e, factor, vb, bmode, bvec, bmat)
+    if has_col:
+        for j in range(n):
+            y = col[r0 + j]
+            gt[y, lo + j] = target[j] - vb[j] * _b(bmode, bvec, bmat, y, lo + j)
+
+
 @njit(parallel=True, fastmath=_FAST, cache=True, error_model="numpy")
 def cross_entropy_columns(xt, gt, want_grad, col, has_col, hard, v, vc0, bmode, bvec, bmat, z,
                           m_out, logsum_out, tshift_out, dot_out):
     """Logits ``xt`` (C, R), float32 or float64: per-row statistics into the
     ``*_out`` arrays (float64) and, with ``want_grad``, the gradient into
     ``gt`` (C, R) in ``xt``'s dtype (``xt`` itself without ``want_grad``: not written)."""
-    C, R = xt.shape
+    R = xt.shape[1]
     blocks = (R + BLOCK - 1) // BLOCK
     for blk in prange(blocks):
         lo, hi = blk * BLOCK, min(R, (blk + 1) * BLOCK)
+        _ce_block(xt, gt, lo, hi, lo, m_out[lo:hi], want_grad, col, has_col, hard, v, vc0, bmode, bvec, bmat, z,
+                  m_out, logsum_out, tshift_out, dot_out)
+
+
+@njit(parallel=True, fastmath=_FAST, cache=True, error_model="numpy")
+def cross_entropy_few(x, g, work, want_grad, col, has_col, hard, v, vc0, bmode, bvec, bmat, z, want_hits,
+                      m_out, logsum_out, tshift_out, dot_out, hits_out):
+    """Logits ``x`` (N, C) with the class axis *last* and few classes, in any
+    of the row kernel's dtypes (float32, float64, bfloat16 bits as uint16,
+    float16 bits as int16): each block of rows is turned into a (C, n) block
+    in cache, in the compute dtype (``work``'s, as the row kernel's: float32
+    for all but float64, the sums in float64), and run as
+    ``cross_entropy_columns`` runs its columns, the gradient turned back into
+    ``g``'s rows (which may be ``x``'s: a block is read whole before it is
+    written); ``bmat`` (bmode 3) is (N, C) as the row kernel takes it. What
+    ``rows`` returns, with no soft cap."""
+    N, C = x.shape
+    xf, gf = x.reshape(-1), g.reshape(-1)  # (C-contiguous: views)
+    blocks = (N + BLOCK - 1) // BLOCK
+    for blk in prange(blocks):
+        lo, hi = blk * BLOCK, min(N, (blk + 1) * BLOCK)
         n = hi - lo
-        mb, sb, tb = m_out[lo:hi], logsum_out[lo:hi], tshift_out[lo:hi]
-        vb, vcb, hb = v[lo:hi], vc0[lo:hi], hard[lo:hi]
-        key = np.empty(n, np.int64)
-        e = np.empty((C, n))
-        factor = np.empty(n)  # v c / Σ
-        target = np.empty(n)  # v c p_y - v h
-        _shift(xt, lo, hi, key, mb)
-        for j in range(n):
-            tb[j] = np.float64(xt[col[lo + j], lo + j]) - mb[j] if has_col else 0.0
-        _soft_dot(xt, lo, hi, mb, bmode, bvec, bmat, dot_out[lo:hi])
-        _exp_sums(xt, lo, hi, mb, e, sb)  # sb holds Σ until its log below
-        for j in range(n):
-            total = sb[j]
-            log_sum = math.log(total)
-            sb[j] = log_sum
-            if not want_grad:
-                continue
-            vc = vcb[j]
-            if z != 0 and vb[j] != 0:
-                vc += vb[j] * 2.0 * z * (mb[j] + log_sum)  # z_coefficient
-            factor[j] = 0.0 if vc == 0 else vc / total  # probability_factor
-            p_y = 0.0 if vc == 0 or not has_col else math.exp(tb[j] - log_sum)
-            target[j] = vc * p_y - vb[j] * hb[j]  # target_gradient, before - v b_y
-        if not want_grad:
-            continue
-        _gradient(gt, lo, hi, e, factor, vb, bmode, bvec, bmat)
-        if has_col:
+        xt = np.empty((C, n), work.dtype)
+        for c in range(C):  # class by class: measured faster than row by row
+            xc = xt[c]
             for j in range(n):
-                i, y = lo + j, col[lo + j]
-                gt[y, i] = target[j] - vb[j] * _b(bmode, bvec, bmat, y, i)
+                xc[j] = load(xf, (lo + j) * C + c)
+        bt = np.empty((C, n) if bmode == 3 else (1, 1))
+        if bmode == 3:
+            for j in range(n):
+                for c in range(C):
+                    bt[c, j] = bmat[lo + j, c]
+        if want_hits:  # the first maximum, as the row kernel's hits
+            for j in range(n):
+                best = 0
+                for c in range(C):
+                    if xt[c, j] > xt[best, j]:
+                        best = c
+                hits_out[lo + j] = best == col[lo + j]
+        gt = np.empty((C, n) if want_grad else (1, 1), work.dtype)
+        _ce_block(xt, gt, 0, n, lo, np.empty(n, work.dtype), want_grad, col, has_col, hard, v, vc0, bmode, bvec, bt,
+                  z, m_out, logsum_out, tshift_out, dot_out)
+        if want_grad:
+            for c in range(C):
+                gc = gt[c]
+                for j in range(n):
+                    store(gf, (lo + j) * C + c, gc[j])
 
 
 @njit(inline="always")

@@ -1,6 +1,7 @@
 """Cross-entropy through the compiled row kernel
-(:func:`crossentropy._cpu.cross_entropy.rows`), or the column kernel for
-logits with the class axis first (:mod:`crossentropy._cpu.columns`): what
+(:func:`crossentropy._cpu.cross_entropy.rows`), the few-classes kernel for
+up to :data:`FEW_CLASSES` classes, or the column kernel for logits with the
+class axis first (both :mod:`crossentropy._cpu.columns`): what
 :func:`crossentropy.losses.cross_entropy.core` returns, its row statistics
 and gradient from one pass over each row, the loss rows from the same
 ``row_loss`` and the value from the same ``_reduce``.
@@ -26,6 +27,15 @@ from . import class_first, per_row, use_threads
 __all__ = ["core", "rows"]
 
 _NO_WORK = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
+
+# Classes up to which logits with the class axis last go to the few-classes
+# kernel (``_cpu.columns.cross_entropy_few``: loops along the rows of each
+# block, which vectorise) instead of the row kernel (loops along a row, which
+# for a handful of classes are mostly per-row overhead): measured 0.3-0.8x the
+# row kernel's time up to 16 classes, float32 and float64, and slower from 24
+# (BENCHMARKS.md, "Few classes"). The registry's ``torch-rows`` path sets it
+# to 0 to run its cases, which all have few classes, through the row kernel.
+FEW_CLASSES = 16
 
 
 class _Rows(NamedTuple):
@@ -87,8 +97,6 @@ def rows(p, x, dt, num_items=None, *, grad=None, inplace=False, grad_output=None
 
     Returns ``(value, stats)``: the value in ``dt`` (0-d, or ``p.rows`` for
     ``"none"``) and, with ``want_stats``, ``(lse, z_rows, accuracy)`` in ``dt``."""
-    from .._cpu.cross_entropy import rows as kernel
-
     N, C = x.shape
     opt = p.options
     r = _prepare(p, dt, N, num_items, grad is not None, grad_output, want_stats)
@@ -98,9 +106,17 @@ def rows(p, x, dt, num_items=None, *, grad=None, inplace=False, grad_output=None
         use_threads(N * C)
     else:  # a torch call: torch's grain (_cpu.PER_THREAD) and thread count
         _cpu.use_threads(N * C, threads)
-    kernel(x, x if grad is None else grad, _NO_WORK[np.dtype(dt)], grad is not None, inplace, r.col, r.has_col,
-           *_kernel_args(r, N), *soft_weights(r.b, C, dt), float(opt.z_loss), float(opt.softcap or 0.0),
-           want_stats, *outs, hits)
+    g, want_grad, z = x if grad is None else grad, grad is not None, float(opt.z_loss)
+    if C <= FEW_CLASSES and not opt.softcap:  # loops along the rows of a block turned on its side
+        from .._cpu.columns import cross_entropy_few
+
+        cross_entropy_few(x, g, _NO_WORK[np.dtype(dt)], want_grad, r.col, r.has_col, *_kernel_args(r, N),
+                          *soft_weights(r.b, C, dt), z, want_stats, *outs, hits)
+    else:
+        from .._cpu.cross_entropy import rows as kernel
+
+        kernel(x, g, _NO_WORK[np.dtype(dt)], want_grad, inplace, r.col, r.has_col, *_kernel_args(r, N),
+               *soft_weights(r.b, C, dt), z, float(opt.softcap or 0.0), want_stats, *outs, hits)
     value, lse = _finish(p, r, outs, dt)
     if not want_stats:
         return value, None

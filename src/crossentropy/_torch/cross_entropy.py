@@ -200,7 +200,9 @@ def kept_rows(problem, forward, inplace_backward, with_stats, reference):
     double backward (not with ``inplace_backward``), and the value and stats
     shaped like the problem's rows."""
     C = problem.num_classes
-    x = problem.x.reshape(-1, C)  # a view when the class axis is last and rows are contiguous
+    # A view, even of the same shape: the gradient comes back through it as a
+    # tensor of its own, which autograd takes as ``.grad`` without a copy.
+    x = problem.x.reshape(-1, C)
     inplace = bool(inplace_backward) and x.data_ptr() == problem.x.data_ptr() and x.is_contiguous()
 
     def compute(want_grad):

@@ -16,6 +16,10 @@ Paths (:data:`PATHS`):
 * ``torch-kernel``: the public function on torch tensors, which takes the
   fused kernel where the loss has one (:data:`KERNELS`): on CPU, the compiled
   one where numba is installed (``crossentropy._cpu``);
+* ``torch-rows``: cross-entropy cases through ``torch-kernel`` with the
+  few-classes kernel off (``_numpy.cross_entropy.FEW_CLASSES = 0``): the
+  row kernel, which the registry's cases (at most 6 classes) would otherwise
+  reach only with a soft cap (it takes logits of more than 16 classes);
 * ``torch-chunks``: the same with the compiled CPU kernels turned off
   (``CROSSENTROPY_CPU_KERNELS=0``): the chunks of torch operations that CUDA
   tensors, float16 and every other fallback run;
@@ -80,7 +84,8 @@ from . import CASES
 __all__ = ["PATHS", "DTYPES", "KERNELS", "NUMPY_KERNELS", "TRITON_KERNELS", "triton_device", "accepts", "check", "compare", "expected",
            "tolerance", "ulp"]
 
-PATHS = ("numpy", "numpy-core", "numpy-columns", "torch-core", "torch-kernel", "torch-chunks", "linear", "triton", "triton-linear", "vocab-parallel")
+PATHS = ("numpy", "numpy-core", "numpy-columns", "torch-core", "torch-kernel", "torch-rows", "torch-chunks", "linear", "triton",
+         "triton-linear", "vocab-parallel")
 DTYPES = ("float64", "float32", "bfloat16", "float16")
 KERNELS = frozenset({"cross_entropy", "focal_loss", "binary_cross_entropy_with_logits", "sigmoid_focal_loss"})
 NUMPY_KERNELS = frozenset({"cross_entropy", "focal_loss"})
@@ -127,6 +132,8 @@ def accepts(case, path, dtype) -> bool:
         return True
     if path in ("torch-kernel", "torch-chunks"):
         return case.fn in KERNELS
+    if path == "torch-rows":
+        return case.fn == "cross_entropy"
     if path == "linear":
         return case.fn == "cross_entropy" and _finite_inputs(case)  # I @ inf would be NaN
     if path == "triton":
@@ -217,6 +224,20 @@ def _compiled_kernels(on):
             os.environ["CROSSENTROPY_CPU_KERNELS"] = before
 
 
+@contextlib.contextmanager
+def _few_classes_kernel(on):
+    """Cross-entropy's few-classes kernel on (as it is) or off (the row kernel), for the duration."""
+    from .._numpy import cross_entropy as driver
+
+    before = driver.FEW_CLASSES
+    if not on:
+        driver.FEW_CLASSES = 0
+    try:
+        yield
+    finally:
+        driver.FEW_CLASSES = before
+
+
 def _dtype_ok(value, grad, dtype):
     want = np.dtype(dtype) if not isinstance(value, torch.Tensor) else TORCH_DTYPES[dtype]
     return value.dtype == want and (grad is None or grad.dtype == want)
@@ -248,7 +269,7 @@ def run(case, path, dtype):
             with _triton.forced(block=TRITON_TILE):
                 return _run_linear(args, kwargs, exp, dtype, triton_device())
         x = args[0].requires_grad_(True)
-        with _compiled_kernels(path != "torch-chunks"):
+        with _compiled_kernels(path != "torch-chunks"), _few_classes_kernel(path != "torch-rows"):
             value = (f.reference if path == "torch-core" else f)(x, *args[1:], **kwargs)
         g = torch.as_tensor(exp.grad_output).to(value.dtype)
         (grad,) = torch.autograd.grad(value, x, g) if value.requires_grad else (torch.zeros_like(x),)

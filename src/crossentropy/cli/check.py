@@ -19,7 +19,7 @@ import crossentropy as ce
 __all__ = ["add_parser", "run", "run_checks"]
 
 # the registry's paths that run in one process on CPU (tests/test_registry.py runs the same)
-LOCAL_PATHS = ("numpy", "numpy-core", "numpy-columns", "torch-core", "torch-kernel", "torch-chunks", "linear")
+LOCAL_PATHS = ("numpy", "numpy-core", "numpy-columns", "torch-core", "torch-kernel", "torch-rows", "torch-chunks", "linear")
 
 
 def add_parser(sub):

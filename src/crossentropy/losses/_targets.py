@@ -84,7 +84,9 @@ def read(input, target, weight=None, ignore_index=-100, reduction="mean", label_
     C = input.shape[cax]
     if C == 0:
         raise ValueError(f"{name} of shape {tuple(input.shape)} has no classes along axis {cax}")
-    x = xp.moveaxis(to_compute(xp, input, name) if compute else input, cax, -1)
+    x = to_compute(xp, input, name) if compute else input
+    if cax != input.ndim - 1:  # (a no-op moveaxis would still be a node in autograd's graph)
+        x = xp.moveaxis(x, cax, -1)
     w = _checks.class_weight(xp, weight, input, C, name)
     cdt = compute_dtype(xp, input.dtype, name)
     rows = tuple(x.shape[:-1])
