@@ -25,6 +25,7 @@ import json
 import os
 import pathlib
 import platform
+import random
 import statistics
 import subprocess
 import sys
@@ -106,11 +107,14 @@ def grad_step(f, leaves, *rest, compiled=False):
 # ---------------------------------------------------------------------------
 
 
-def interleaved(steps: dict, reps: int, warmup: int = 1) -> dict:
+def interleaved(steps: dict, reps: int, warmup: int = 1, shuffle: bool = False) -> dict:
     """Median seconds of each ``steps[name]``, the methods taking turns.
 
     A step is a callable, or a pair ``(setup, run)`` whose ``setup()`` runs
-    untimed before each timed ``run()``.
+    untimed before each timed ``run()``. ``shuffle``: each round in its own
+    order (seeded), so that no method always follows the same one: at
+    millisecond sizes a step runs slower after one that swept the caches
+    (``BENCHMARKS.md``, "Few classes").
     """
     pairs = {name: s if isinstance(s, tuple) else (None, s) for name, s in steps.items()}
     for _ in range(warmup):
@@ -128,8 +132,11 @@ def interleaved(steps: dict, reps: int, warmup: int = 1) -> dict:
     enabled = gc.isenabled()
     gc.disable()
     try:
+        order = random.Random(0)
         for _ in range(reps):
-            for name, (setup, run) in pairs.items():
+            names = order.sample(list(pairs), len(pairs)) if shuffle else list(pairs)
+            for name in names:
+                setup, run = pairs[name]
                 setup and setup()
                 t0 = time.perf_counter()
                 run()
