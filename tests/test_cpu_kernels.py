@@ -1,7 +1,9 @@
 """The compiled CPU kernels (``crossentropy._cpu``): their exponential over
 its whole range, the integer-key maximum, the half types' conversions, and when they
 are used. Their results on every registry case are ``test_registry.py``'s
-``torch-kernel`` path (``torch-chunks`` is the fallback they replace)."""
+``torch-kernel`` path (cross-entropy's few-classes kernel, for the registry's
+cases of at most 6 classes), ``torch-rows`` (its row kernel) and ``numpy``
+(``torch-chunks`` is the fallback they replace)."""
 
 import numpy as np
 import pytest

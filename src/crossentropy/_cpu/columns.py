@@ -5,16 +5,19 @@ whatever the number of classes (the row kernels of :mod:`.cross_entropy` and
 :mod:`.focal` vectorise along a row, which for ten classes is mostly loop
 overhead). Rows go in blocks of :data:`BLOCK` columns, split over threads
 (numba ``prange``); each block's statistics and gradient are done while its
-logits are in cache. Everything is computed in float64 (the logits may be
-float32), with ``_bits.exp_fast``'s exponential (``math.exp`` where it is not
-right).
+logits are in cache. ``cross_entropy_columns`` and ``focal_columns`` compute
+everything in float64 (the logits may be float32), with ``_bits.exp_fast``'s
+exponential (``math.exp`` where it is not right).
 
 ``cross_entropy_few`` runs the same blocks on logits with the class axis
 *last* and few classes (``_numpy.cross_entropy.FEW_CLASSES``): each block of
-rows is turned on its side into a (C, n) float64 block in cache first, and
-its gradient turned back into the rows after, so that a classification
-head's handful of classes costs loops along the rows rather than a row
-kernel's per-row overhead (``BENCHMARKS.md``, "Few classes").
+rows is turned on its side into a (C, n) block in cache first (in the
+compute dtype, as the row kernel computes: float32 exponentials for all but
+float64, the sums in float64), and its gradient turned back into the rows
+after, so that a classification head's handful of classes costs loops
+along the rows rather than a row kernel's per-row overhead (``BENCHMARKS.md``,
+"Few classes"). ``p_y`` comes from the block's own exponential,
+``e^{s_y - m} / Σ``.
 
 ``cross_entropy_columns`` restates what :mod:`.cross_entropy`'s ``rows`` does
 (and so :mod:`crossentropy.losses.cross_entropy`'s row functions): ``m``,
