@@ -31,9 +31,9 @@ _NO_WORK = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64):
 # Classes up to which logits with the class axis last go to the few-classes
 # kernel (``_cpu.columns.cross_entropy_few``: loops along the rows of each
 # block, which vectorise) instead of the row kernel (loops along a row, which
-# for a handful of classes are mostly per-row overhead): measured 0.3-0.8x the
-# row kernel's time up to 16 classes, float32 and float64, and slower from 24
-# (BENCHMARKS.md, "Few classes"). The registry's ``torch-rows`` path sets it
+# for a handful of classes are mostly per-row overhead): a step in 0.50x to
+# 0.79x the row kernel's at 3 to 16 classes, 0.98x at 4096 rows, where the
+# step is fixed cost (BENCHMARKS.md, "Few classes"). The registry's ``torch-rows`` path sets it
 # to 0 to run its cases, which all have few classes, through the row kernel.
 FEW_CLASSES = 16
 
