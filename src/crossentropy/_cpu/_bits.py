@@ -77,6 +77,17 @@ def _row_max_impl(xr):
 
 
 @njit(inline="always")
+def first_argmax(a):
+    """The index of the first maximum of a 1-d array (NaN never wins: a
+    comparison with it is false), as ``argmax`` counts a hit."""
+    best = 0
+    for c in range(a.shape[0]):
+        if a[c] > a[best]:
+            best = c
+    return best
+
+
+@njit(inline="always")
 def bf16_to_f32(h):
     """A bfloat16 (its uint16 bits) as float32: the high half of the bits."""
     return bits_f32(np.int32(h) << np.int32(16))

@@ -45,7 +45,7 @@ import math
 import numpy as np
 from numba import njit, prange
 
-from ._bits import exp_fast, exp_fast_ok, f64_bits, bits_f64, load, store
+from ._bits import bits_f64, exp_fast, exp_fast_ok, f64_bits, first_argmax, load, store
 
 BLOCK = 512  # rows a block: (C, 512) float64 logits, gradient and scratch stay in cache
 _FAST = {"reassoc", "contract"}  # reorder the sums (to vectorise them); no assumption about inf or NaN
@@ -258,11 +258,7 @@ def cross_entropy_few(x, g, work, want_grad, col, has_col, hard, v, vc0, bmode, 
                     bt[c, j] = bmat[lo + j, c]
         if want_hits:  # the first maximum, as the row kernel's hits
             for j in range(n):
-                best = 0
-                for c in range(C):
-                    if xt[c, j] > xt[best, j]:
-                        best = c
-                hits_out[lo + j] = best == col[lo + j]
+                hits_out[lo + j] = first_argmax(xt[:, j]) == col[lo + j]
         gt = np.empty((C, n) if want_grad else (1, 1), work.dtype)
         _ce_block(xt, gt, 0, n, lo, np.empty(n, work.dtype), want_grad, col, has_col, hard, v, vc0, bmode, bvec, bt,
                   z, m_out, logsum_out, tshift_out, dot_out)

@@ -38,7 +38,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from ._bits import exp_fast, exp_fast_ok, load, row_max, store
+from ._bits import exp_fast, exp_fast_ok, first_argmax, load, row_max, store
 
 _FAST = {"reassoc", "contract"}  # reorder the sums (to vectorise them); no assumption about inf or NaN
 
@@ -212,11 +212,7 @@ def rows(x, g, work, want_grad, inplace, col, has_col, hard, v, vc0, bmode, bvec
             src = _source(xr, scratch, cap)
             mx = row_max(src)
             if want_hits:
-                best = 0
-                for c in range(C):
-                    if src[c] > src[best]:
-                        best = c
-                hits_out[i] = best == col[i]
+                hits_out[i] = first_argmax(src) == col[i]
             m = mx if np.isfinite(mx) else _like(src, 0.0)
             ts = src[col[i]] - m if has_col else _like(src, 0.0)  # read before g (maybe x) is written
             dot = _soft_dot(src, m, bmode, bvec, bmat, i)
