@@ -18,7 +18,9 @@ chunks of torch operations every other device runs),
 rounds: ``floor: read + first touch`` (the logits copied into a fresh buffer:
 what any kernel that returns a new gradient pays at least), ``floor: copy``
 (the same into a reused buffer: the bandwidth bound of ``inplace_backward``)
-and ``floor: exp`` (``torch.exp`` of the logits into a reused buffer). Time:
+and ``floor: exp`` (``torch.exp`` of the logits into a reused buffer); at the
+small size (``--more``) also ``floor: a Python loss``, an autograd Function
+that computes nothing (the fixed cost of any loss written in Python). Time:
 all in one process, interleaved, median of ``--reps`` rounds. Extra peak
 memory over the logits: each torch method in its own subprocess (see
 ``_measure.py``).
@@ -44,7 +46,10 @@ import crossentropy as ce
 METHODS = ("ours", "ours inplace", "ours, torch chunks", "torch", "torch.compile", "jax jit",
            "floor: read + first touch", "floor: copy", "floor: exp")
 FLOORS = tuple(mth for mth in METHODS if mth.startswith("floor"))
-NO_MEMORY = FLOORS + ("jax jit",)
+# At the small size a step is fixed cost: beside the methods, the least any
+# loss written in Python with a torch backward of its own pays (_python_loss)
+PYTHON_FLOOR = "floor: a Python loss"
+NO_MEMORY = FLOORS + ("jax jit", PYTHON_FLOOR)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MAIN = [(4096, 32000, "float32"), (4096, 32000, "bfloat16"), (2048, 128256, "float32")]
 # --more: float16, a larger N, and a small problem (where a call's fixed cost is the step)
@@ -77,7 +82,31 @@ def _loss_fn(method):
         return m.kernels_off(ce.cross_entropy)
     if method == "ours, row kernel":
         return _row_kernel(ce.cross_entropy)
+    if method == PYTHON_FLOOR:
+        return _python_loss()
     raise ValueError(f"method: unknown {method!r}")
+
+
+def _python_loss():
+    """A loss that computes nothing, as a ``torch.autograd.Function`` (a zero;
+    its backward returns a gradient made once): the fixed cost of a Python
+    loss with an analytic backward, which ours pays and torch's C++ one does not."""
+    kept = {}
+
+    class Nothing(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a, t):
+            ctx.like = a
+            return a.new_zeros(())
+
+        @staticmethod
+        def backward(ctx, g):
+            a = ctx.like
+            if a.shape not in kept:
+                kept[a.shape] = torch.zeros_like(a)
+            return kept[a.shape], None
+
+    return Nothing.apply
 
 
 def _row_kernel(f):
@@ -211,6 +240,9 @@ def verdicts(rows, busy=False):
         for what, ratio, target in checks:
             ok = "met" if ratio <= target else "NOT met"
             out.append(f"{shape}: {ratio:.2f}x {what} (target <= {target}x): {ok}")
+        if PYTHON_FLOOR in same:
+            out.append(f"{shape}: {r['ms'] / same[PYTHON_FLOOR]:.2f}x {PYTHON_FLOOR}, and torch eager "
+                       f"{same['torch'] / same[PYTHON_FLOOR]:.2f}x it (no target)")
     return out
 
 
@@ -239,7 +271,8 @@ def main():
     if args.more:  # a small problem's step is ~0.1 ms: many more rounds for a stable median
         more = [c for c in MORE if c[0] * c[1] < 1e6] if args.small_only else MORE
         rows = [r for n, v, dtype in more
-                for r in measure([(n, v, dtype)], reps * 25 if n * v < 1e6 else reps, args.threads, METHODS)]
+                for r in measure([(n, v, dtype)], reps * 25 if n * v < 1e6 else reps, args.threads,
+                                 METHODS + (PYTHON_FLOOR,) if n * v < 1e6 else METHODS)]
         print(f"\nforward + backward, median of {reps} interleaved rounds ({reps * 25} for the small size)\n")
         print(m.table(rows, COLUMNS))
         print("\n" + "\n".join(verdicts(rows, args.busy)))

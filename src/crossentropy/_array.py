@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 import array_api_compat
+import numpy as np
 
 __all__ = [
     "namespace",
@@ -31,7 +32,9 @@ __all__ = [
     "is_jax",
     "index_dtype",
     "transformed",
+    "transforms_active",
     "quiet",
+    "masked",
     "lincomb",
     "dot",
     "affine",
@@ -123,17 +126,26 @@ def is_torch(a: Any) -> bool:
     return torch is not None and isinstance(a, torch.Tensor)
 
 
+def transforms_active() -> bool:
+    """Whether a ``torch.func`` transform or a forward-mode AD level is open
+    (outside ``torch.compile``'s tracing): one global test, which a call
+    makes before asking :func:`transformed` of each of its arguments (a
+    fraction of a microsecond, where asking each tensor costs a few)."""
+    torch = sys.modules.get("torch")
+    if torch is None or torch.compiler.is_compiling():  # Dynamo traces the plain path (and cannot trace the test)
+        return False
+    return torch._C._are_functorch_transforms_active() or torch.autograd.forward_ad._current_level >= 0
+
+
 def transformed(a: Any) -> bool:
     """True for a torch tensor inside a ``torch.func`` transform (``grad``,
     ``vmap``, ``jvp``, ...) or while a forward-mode AD level is open: no
     ``autograd.Function`` of ours and no data-dependent check applies there,
     and the core's differentiable operations run as they are."""
-    if not is_torch(a):
+    if not is_torch(a) or not transforms_active():
         return False
     import torch
 
-    if torch.compiler.is_compiling():  # Dynamo traces the plain path (and cannot trace the test)
-        return False
     return torch._C._functorch.is_functorch_wrapped_tensor(a) or torch.autograd.forward_ad._current_level >= 0
 
 
@@ -251,6 +263,16 @@ def dot(xp, a, b):
     if is_torch_namespace(xp) and a.ndim == 1:
         return xp.dot(a, b)
     return xp.sum(a * b)
+
+
+def masked(xp, keep, a):
+    """``a`` where ``keep``, 0 elsewhere (whatever ``a`` holds there: inf,
+    NaN), in ``a``'s dtype: ``xp.where(keep, a, xp.zeros_like(a))``, through
+    NumPy's own ``where`` for NumPy arrays (half the array-API wrapper's
+    microseconds, a part of a small call)."""
+    if type(a) is np.ndarray:
+        return np.where(keep, a, a.dtype.type(0))
+    return xp.where(keep, a, xp.zeros_like(a))
 
 
 def quiet():

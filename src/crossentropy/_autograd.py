@@ -31,7 +31,8 @@ operations under autograd (:func:`differentiable_vjp`), so that it can be
 differentiated again; the kept-gradient path needs the kernel to say how
 (``reference``; the vocab-parallel ones record differentiable collectives,
 ``crossentropy._torch.distributed``), and raises where it does not
-(``inplace_backward``) instead of returning a silently constant gradient. Otherwise the backward is the cheap analytic one.
+(``inplace_backward``) instead of returning a silently constant gradient.
+Otherwise the backward is the cheap analytic one.
 
 Inside ``torch.func`` transforms (and forward-mode AD) the public function
 runs the core's differentiable operations, with no Function of ours; on JAX
@@ -54,7 +55,7 @@ import sys
 
 import numpy as _np
 
-from ._array import is_jax, is_torch, transformed
+from ._array import is_jax, is_torch, transformed, transforms_active
 from ._array import quiet as _numpy_quiet
 
 __all__ = ["analytic", "kept_gradient", "scale_kept_gradient"]
@@ -91,7 +92,7 @@ def analytic(core, kernel=None, array_kernel=None):
             first, *others = arguments.values()
             if is_jax(first):
                 return _jax_call(core, public.__name__, arguments)
-            if transformed(first) or any(map(transformed, others)):
+            if transforms_active() and (transformed(first) or any(map(transformed, others))):
                 # torch.func transforms and forward-mode AD: through the core's
                 # differentiable operations, which they transform themselves
                 value, _ = core(**arguments, need_grad=False, grad_output=None)

@@ -107,15 +107,17 @@ def broadcastable(name: str, a, shape) -> None:
         raise ValueError(f"{name} of shape {tuple(a.shape)} does not broadcast to {tuple(shape)}")
 
 
-def class_indices(xp, target, num_classes: int, ignore_index: int, name: str = "target") -> None:
-    """Integer class indices in [0, num_classes), or equal to ``ignore_index``."""
+def class_indices(xp, target, num_classes: int, ignore_index: int, name: str = "target") -> bool:
+    """Integer class indices in [0, num_classes), or equal to ``ignore_index``.
+    Returns True when every index was seen to be in [0, num_classes) (a
+    non-empty CPU target), so that none equals an ``ignore_index`` outside it."""
     if not xp.isdtype(target.dtype, "integral"):
         raise TypeError(f"{name} holds class indices and must have an integer dtype, got {target.dtype}")
     if not on_cpu(target) or math.prod(target.shape) == 0:
-        return
+        return False
     lo, hi = _min_max(xp, target)
     if lo >= 0 and hi < num_classes:  # the common case, in one pass
-        return
+        return True
     bad = ((target < 0) | (target >= num_classes)) & (target != ignore_index)
     if bool(xp.any(bad)):
         first = int(target[bad][0])
@@ -123,6 +125,7 @@ def class_indices(xp, target, num_classes: int, ignore_index: int, name: str = "
             f"{name} holds class index {first}, outside [0, {num_classes}) "
             f"and not ignore_index={ignore_index}"
         )
+    return False
 
 
 def _min_max(xp, a):
@@ -172,15 +175,34 @@ class CrossEntropyOptions(NamedTuple):
     softcap: float | None
 
 
+# Options already checked, by their arguments and the arguments' types (so
+# that True is not taken for 1, nor 1 for 1.0): a training loop passes the
+# same ones every step, and the five checks cost a few microseconds, a
+# noticeable part of a small call. Never more than _MAX_REMEMBERED entries.
+_CHECKED_OPTIONS: dict = {}
+_MAX_REMEMBERED = 64
+
+
 def cross_entropy_options(reduction="mean", ignore_index=-100, label_smoothing=0.0, z_loss=0.0,
                           softcap=None) -> CrossEntropyOptions:
-    return CrossEntropyOptions(
+    given = (reduction, ignore_index, label_smoothing, z_loss, softcap)
+    try:
+        key = (given, tuple(map(type, given)))
+        known = _CHECKED_OPTIONS.get(key)
+    except TypeError:  # an unhashable argument: checked (and refused) below
+        key = known = None
+    if known is not None:
+        return known
+    options = CrossEntropyOptions(
         _reduction(reduction),
         integer("ignore_index", ignore_index),
         real("label_smoothing", label_smoothing, low=0.0, high=1.0),
         real("z_loss", z_loss, low=0.0),
         real("softcap", softcap, low=0.0, low_open=True, allow_none=True),
     )
+    if key is not None and len(_CHECKED_OPTIONS) < _MAX_REMEMBERED:
+        _CHECKED_OPTIONS[key] = options
+    return options
 
 
 def focal_gamma(gamma) -> float:

@@ -27,6 +27,12 @@ def _on_host(*values) -> bool:
     return all(v is None or isinstance(v, (int, float, np.ndarray, np.generic)) for v in values)
 
 
+def total(xp, a):
+    """``xp.sum(a)``; for a NumPy array its own ``sum`` (the same pairwise
+    sum in ``a``'s dtype, without the array-API wrapper's microseconds)."""
+    return a.sum() if type(a) is np.ndarray else xp.sum(a)
+
+
 def safe_reciprocal(xp, d):
     """``1 / d``, and 0 where ``d == 0`` (the mean of nothing has no gradient)."""
     zero = d == 0
@@ -43,15 +49,15 @@ def reduce(xp, loss, how: str, denominator=None):
     (default: the number of entries), 0 when that is 0."""
     if how == "none":
         return loss
-    total = xp.sum(loss)
+    sum_ = total(xp, loss)
     if how == "sum":
-        return total
-    if _on_host(total, denominator):
-        d = total.dtype.type(math.prod(loss.shape) if denominator is None else denominator)
-        return np.asarray(total / d if d != 0 else total.dtype.type(0))
-    d = as_denominator(xp, math.prod(loss.shape) if denominator is None else denominator, total.dtype, total)
+        return sum_
+    if _on_host(sum_, denominator):
+        d = sum_.dtype.type(math.prod(loss.shape) if denominator is None else denominator)
+        return np.asarray(sum_ / d if d != 0 else sum_.dtype.type(0))
+    d = as_denominator(xp, math.prod(loss.shape) if denominator is None else denominator, sum_.dtype, sum_)
     zero = d == 0
-    return xp.where(zero, xp.zeros_like(total), total / xp.where(zero, xp.ones_like(d), d))
+    return xp.where(zero, xp.zeros_like(sum_), sum_ / xp.where(zero, xp.ones_like(d), d))
 
 
 def unit_scale(xp, how: str, dtype, like, denominator=None, count=None):
@@ -81,7 +87,11 @@ def scale(xp, grad_output, how: str, row_shape, dtype, like, denominator=None):
     """What each row's unit gradient is multiplied by: d value / d loss_row times
     ``grad_output`` (ones when None), shaped ``()`` or ``row_shape`` for ``"none"``."""
     want = tuple(row_shape) if how == "none" else ()
-    if grad_output is None:
+    if grad_output is None and how == "mean":  # ones times the unit scale: the unit scale itself
+        return unit_scale(xp, how, dtype, like, denominator, math.prod(row_shape))
+    if grad_output is None and _on_host(like):  # NumPy's own ones (the wrapper's device check costs more)
+        g = np.ones(want, dtype=dtype)
+    elif grad_output is None:
         g = xp.ones(want, dtype=dtype, device=device(like))
     else:
         g = xp.asarray(grad_output, device=device(like))

@@ -47,6 +47,14 @@ def use_threads(elements: int, limit: int, per_thread: int = PER_THREAD) -> None
 
 
 _NO_VECTOR = np.zeros(1)
+_NO_MATRIX = {}  # the (1, 1) placeholders of soft_weights, one a dtype (the kernels never write them)
+
+
+def _no_matrix(dtype):
+    key = np.dtype(dtype)
+    if key not in _NO_MATRIX:
+        _NO_MATRIX[key] = np.zeros((1, 1), key)
+    return _NO_MATRIX[key]
 
 
 def soft_weights(b, C, dtype, columns=False):
@@ -56,11 +64,11 @@ def soft_weights(b, C, dtype, columns=False):
     ``dtype`` ((C, N) with ``columns``; a (1, 1) placeholder otherwise, so
     that each kernel has one argument type a dtype)."""
     if b is None:
-        return 0, _NO_VECTOR, np.zeros((1, 1), dtype)
+        return 0, _NO_VECTOR, _no_matrix(dtype)
     if isinstance(b, float):
-        return 1, np.array([b]), np.zeros((1, 1), dtype)
+        return 1, np.array([b]), _no_matrix(dtype)
     b = np.asarray(b)
     if b.ndim == 1:
-        return 2, np.ascontiguousarray(b, np.float64), np.zeros((1, 1), dtype)
+        return 2, np.ascontiguousarray(b, np.float64), _no_matrix(dtype)
     b = b.reshape(-1, C)
     return 3, _NO_VECTOR, np.ascontiguousarray(b.T if columns else b, dtype)

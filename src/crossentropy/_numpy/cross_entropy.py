@@ -27,6 +27,7 @@ from . import class_first, per_row, use_threads
 __all__ = ["core", "rows"]
 
 _NO_WORK = {np.dtype(np.float32): np.empty(0, np.float32), np.dtype(np.float64): np.empty(0, np.float64)}
+_NO_HITS = np.zeros(1, np.bool_)  # the kernels' hits argument when no statistics are asked for
 
 # Classes up to which logits with the class axis last go to the few-classes
 # kernel (``_cpu.columns.cross_entropy_few``: loops along the rows of each
@@ -76,13 +77,15 @@ def _kernel_args(r, N):
     return per_row(r.t.hard, N), per_row(r.v, N), per_row(r.vc0, N)
 
 
-def _finish(p, r, outs, dt):
-    """``(value in dt, lse)`` from the kernel's statistics ``(m, log Σ, s_y - m, Σ b_c (s_c - m))``."""
-    m, log_sum, target_shifted, dot = (a.reshape(p.rows) for a in outs)
-    lse = m + log_sum
+def _finish(p, r, outs, dt, want_lse=False):
+    """``(value in dt, lse or None)`` from the kernel's statistics ``(m, log Σ, s_y - m, Σ b_c (s_c - m))``
+    (rows of ``outs``); ``lse`` with ``want_lse`` or a z-loss, which needs it."""
+    shape, z = p.rows, p.options.z_loss
+    m, log_sum, target_shifted, dot = outs if len(shape) == 1 else (a.reshape(shape) for a in outs)
+    lse = m + log_sum if want_lse or z > 0 else None
     loss = math.row_loss(p.xp, r.t, log_sum, target_shifted if r.has_col else None,
-                         None if r.b is None else dot, lse, p.options.z_loss)
-    return _reduce.reduce(p.xp, loss.astype(dt), p.options.reduction, r.den), lse
+                         None if r.b is None else dot, lse, z)
+    return _reduce.reduce(p.xp, loss.astype(dt, copy=False), p.options.reduction, r.den), lse
 
 
 def rows(p, x, dt, num_items=None, *, grad=None, inplace=False, grad_output=None, want_stats=False,
@@ -100,8 +103,8 @@ def rows(p, x, dt, num_items=None, *, grad=None, inplace=False, grad_output=None
     N, C = x.shape
     opt = p.options
     r = _prepare(p, dt, N, num_items, grad is not None, grad_output, want_stats)
-    outs = [np.empty(N) for _ in range(4)]
-    hits = np.zeros(N, np.bool_)
+    outs = np.empty((4, N))  # m, log Σ, s_y - m, dot: one allocation, its rows to the kernel
+    hits = np.zeros(N, np.bool_) if want_stats else _NO_HITS  # (written only with want_stats)
     if threads is None:  # a NumPy call: the estimator's larger grain (_numpy.PER_THREAD)
         use_threads(N * C)
     else:  # a torch call: torch's grain (_cpu.PER_THREAD) and thread count
@@ -117,7 +120,7 @@ def rows(p, x, dt, num_items=None, *, grad=None, inplace=False, grad_output=None
 
         kernel(x, g, _NO_WORK[np.dtype(dt)], want_grad, inplace, r.col, r.has_col, *_kernel_args(r, N),
                *soft_weights(r.b, C, dt), z, float(opt.softcap or 0.0), want_stats, *outs, hits)
-    value, lse = _finish(p, r, outs, dt)
+    value, lse = _finish(p, r, outs, dt, want_stats)
     if not want_stats:
         return value, None
     z_rows = np.where(r.t.counted, opt.z_loss * lse * lse, 0.0).astype(dt)

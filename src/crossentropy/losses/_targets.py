@@ -122,8 +122,10 @@ def read(input, target, weight=None, ignore_index=-100, reduction="mean", label_
             f"target of shape {tuple(target.shape)} does not match input of shape "
             f"{tuple(input.shape)}: class indices need shape {rows}"
         )
-    _checks.class_indices(xp, target, C, options.ignore_index)
+    in_range = _checks.class_indices(xp, target, C, options.ignore_index)
     t = xp.astype(target, index_dtype(xp), copy=False)  # read only: no copy of an int64 target
+    if in_range and not 0 <= options.ignore_index < C:  # no row is ignored: nothing to mask
+        return Categorical(xp, x, cax, t, xp.ones(rows, dtype=xp.bool, device=device(x)), None, w, options)
     counted = t != options.ignore_index
     index = xp.where(counted, t, xp.zeros_like(t))
     return Categorical(xp, x, cax, index, counted, None, w, options)

@@ -35,7 +35,7 @@ import math
 from typing import Any, NamedTuple
 
 from .. import _reduce
-from .._array import device
+from .._array import device, masked
 from .._stable import shift
 
 # ----------------------------------------------------------------------------
@@ -64,7 +64,7 @@ def index_targets(xp, index, counted, weight, e, C, dtype) -> RowTargets:
     if e > 0:
         W = C if weight is None else xp.sum(weight)  # sum_c w_c
         soft = (e / C) * W * valid  # B = sum_c (ε / C) w_c
-    return RowTargets(counted, wy, (1 - e) * wy, soft)
+    return RowTargets(counted, wy, wy if e == 0 else (1 - e) * wy, soft)  # (no multiply by 1)
 
 
 def smoothing_weights(weight, e, C):
@@ -97,14 +97,17 @@ def soft_dot(xp, b, shifted):
 def row_loss(xp, t: RowTargets, log_sum, target_shifted=None, dot=None, lse=None, z=0.0):
     """``h (log Σ - (s_y - m)) + (B log Σ - sum_c b_c (s_c - m)) + z LSE^2``
     on counted rows, 0 on the others whatever their logits."""
-    loss = xp.zeros_like(log_sum)
+    terms = []
     if t.hard is not None:
-        loss = loss + t.hard * (log_sum - target_shifted)
+        terms.append(t.hard * (log_sum - target_shifted))
     if t.soft is not None:
-        loss = loss + (t.soft * log_sum - dot)
+        terms.append(t.soft * log_sum - dot)
     if z > 0:
-        loss = loss + z * lse * lse
-    return xp.where(t.counted, loss, xp.zeros_like(loss))
+        terms.append(z * lse * lse)
+    loss = terms[0] if terms else xp.zeros_like(log_sum)
+    for term in terms[1:]:  # summed in the order above
+        loss = loss + term
+    return masked(xp, t.counted, loss)
 
 
 def coefficient(xp, t: RowTargets, v):
@@ -168,7 +171,7 @@ def mean_denominator(xp, wy, rows, num_items=None, dtype=None, like=None):
         return _reduce.as_denominator(xp, num_items, dtype, like)
     if wy is None:
         return _reduce.as_denominator(xp, math.prod(rows), dtype, like)
-    return xp.sum(wy)
+    return _reduce.total(xp, wy)
 
 
 def token_accuracy(xp, hits, counted, dtype):
