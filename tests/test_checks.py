@@ -136,3 +136,37 @@ def test_options_are_checked_once_for_every_entry_point():
     for call in calls:
         with pytest.raises(ValueError, match=r"^label_smoothing=2.0 must be in \[0.0, 1.0\]$"):
             call()
+
+
+def test_remembered_options_are_the_checked_ones():
+    """Options already checked are remembered by value and type: a good call
+    first changes no later verdict (True is not 1, a string is not a number,
+    an unhashable or NaN argument is still refused by name)."""
+    from crossentropy import _checks
+
+    x, t = torch.from_numpy(X), torch.from_numpy(Y)
+    for _ in range(2):  # the second round finds the first one's options remembered
+        assert float(ce.cross_entropy(x, t, ignore_index=1)) == float(ce.cross_entropy.reference(x, t, ignore_index=1))
+        for kwargs, exc, pattern in [(dict(ignore_index=True), TypeError, "ignore_index=True must be an integer"),
+                                     (dict(label_smoothing="0"), TypeError, "label_smoothing='0' must be a real"),
+                                     (dict(z_loss=[0.0]), TypeError, r"z_loss=\[0.0\] must be a real"),
+                                     (dict(z_loss=float("nan")), ValueError, "z_loss=nan must not be NaN")]:
+            with pytest.raises(exc, match=pattern):
+                ce.cross_entropy(x, t, **kwargs)
+    assert _checks.cross_entropy_options(ignore_index=1) is _checks.cross_entropy_options(ignore_index=1)
+    assert _checks.cross_entropy_options(label_smoothing=0) == _checks.cross_entropy_options(label_smoothing=0.0)
+
+
+@pytest.mark.parametrize("make", [np.asarray, torch.from_numpy], ids=["numpy", "torch"])
+def test_an_ignore_index_among_the_classes_still_masks_its_rows(make):
+    """Targets all in [0, C) skip the mask only when ignore_index lies outside
+    it: with ignore_index=0 the rows whose target is 0 are left out."""
+    x, t = make(X), make(Y)
+    keep = Y != 0
+    assert keep.any() and not keep.all()
+    got = ce.cross_entropy(x, t, ignore_index=0, reduction="none")
+    want = ce.cross_entropy(x, t, reduction="none")
+    np.testing.assert_array_equal(np.asarray(got)[~keep], 0)
+    np.testing.assert_allclose(np.asarray(got)[keep], np.asarray(want)[keep], rtol=1e-6)
+    mean = ce.cross_entropy(x, t, ignore_index=0)
+    np.testing.assert_allclose(float(mean), float(np.asarray(want)[keep].mean()), rtol=1e-6)
