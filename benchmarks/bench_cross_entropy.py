@@ -47,7 +47,7 @@ METHODS = ("ours", "ours inplace", "ours, torch chunks", "torch", "torch.compile
            "floor: read + first touch", "floor: copy", "floor: exp")
 FLOORS = tuple(mth for mth in METHODS if mth.startswith("floor"))
 # At the small size a step is fixed cost: beside the methods, the least any
-# loss written in Python with a torch backward of its own pays (_python_loss)
+# loss written in Python with a torch backward of its own pays (_measure.python_loss)
 PYTHON_FLOOR = "floor: a Python loss"
 NO_MEMORY = FLOORS + ("jax jit", PYTHON_FLOOR)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -83,30 +83,8 @@ def _loss_fn(method):
     if method == "ours, row kernel":
         return _row_kernel(ce.cross_entropy)
     if method == PYTHON_FLOOR:
-        return _python_loss()
+        return m.python_loss()
     raise ValueError(f"method: unknown {method!r}")
-
-
-def _python_loss():
-    """A loss that computes nothing, as a ``torch.autograd.Function`` (a zero;
-    its backward returns a gradient made once): the fixed cost of a Python
-    loss with an analytic backward, which ours pays and torch's C++ one does not."""
-    kept = {}
-
-    class Nothing(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, a, t):
-            ctx.like = a
-            return a.new_zeros(())
-
-        @staticmethod
-        def backward(ctx, g):
-            a = ctx.like
-            if a.shape not in kept:
-                kept[a.shape] = torch.zeros_like(a)
-            return kept[a.shape], None
-
-    return Nothing.apply
 
 
 def _row_kernel(f):

@@ -49,22 +49,6 @@ PIECES = [
 ]
 
 
-class _Nothing(torch.autograd.Function):
-    kept = {}
-
-    @staticmethod
-    def forward(ctx, a, t):
-        ctx.like = a
-        return a.new_zeros(())
-
-    @staticmethod
-    def backward(ctx, g):
-        a = ctx.like
-        if a.shape not in _Nothing.kept:
-            _Nothing.kept[a.shape] = torch.zeros_like(a)
-        return _Nothing.kept[a.shape], None
-
-
 def cached(module, name):
     """A context that replaces ``module.name`` by a function returning its first result."""
     original = getattr(module, name)
@@ -100,7 +84,7 @@ def main():
             f(x, t).backward()
 
     rows = {"ours": (None, ce.cross_entropy), "torch eager": (None, F.cross_entropy),
-            "floor: a Python loss": (None, _Nothing.apply)}
+            "floor: a Python loss": (None, m.python_loss())}
     for mod, name in PIECES:
         module = importlib.import_module(f"crossentropy.{mod}")
         rows[f"ours, {mod}.{name} cached"] = ((module, name), ce.cross_entropy)
