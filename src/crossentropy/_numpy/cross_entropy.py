@@ -67,7 +67,7 @@ def _prepare(p, dt, N, num_items, need_grad, grad_output, want_stats=False) -> _
     v = vc0 = None
     if need_grad:  # the row scale v, 0 on ignored rows, and v (h + B)
         v = _reduce.scale(xp, grad_output, opt.reduction, p.rows, dt, p.counted, den)
-        v = np.where(t.counted, v, 0).astype(dt)
+        v = np.where(t.counted, v, 0).astype(dt, copy=False)  # (NumPy 1 may promote the 0-d case)
         vc0 = math.coefficient(xp, t, v)
     return _Rows(t, b, col, has_col, den, v, vc0)
 
