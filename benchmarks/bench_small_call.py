@@ -29,6 +29,7 @@ say where the time goes, and no number here is a loss.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import time
 
@@ -49,8 +50,9 @@ PIECES = [
 ]
 
 
+@contextlib.contextmanager
 def cached(module, name):
-    """A context that replaces ``module.name`` by a function returning its first result."""
+    """``module.name`` replaced, inside the block, by a function returning its first result."""
     original = getattr(module, name)
     box = []
 
@@ -59,14 +61,11 @@ def cached(module, name):
             box.append(original(*args, **kwargs))
         return box[0]
 
-    class Swap:
-        def __enter__(self):
-            setattr(module, name, replay)
-
-        def __exit__(self, *exc):
-            setattr(module, name, original)
-
-    return Swap()
+    setattr(module, name, replay)
+    try:
+        yield
+    finally:
+        setattr(module, name, original)
 
 
 def main():
@@ -92,14 +91,10 @@ def main():
     reps = 5 if args.quick else (args.reps or 40)
     for rnd in range(reps + 1):  # the first round warms up, untimed
         for label, (piece, f) in rows.items():
-            swap = cached(*piece) if piece else None
-            swap and swap.__enter__()
-            try:
+            with cached(*piece) if piece else contextlib.nullcontext():
                 start = time.perf_counter()
                 loop(f)
                 us = (time.perf_counter() - start) / args.steps * 1e6
-            finally:
-                swap and swap.__exit__(None, None, None)
             if rnd > 0:
                 best[label] = min(best[label], us)
     ours = best["ours"]
