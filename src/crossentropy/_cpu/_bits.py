@@ -76,6 +76,43 @@ def _row_max_impl(xr):
     return f64
 
 
+def row_min_max(xr):
+    raise NotImplementedError
+
+
+@overload(row_min_max)
+def _row_min_max_impl(xr):
+    """``(min, max)`` of a non-empty 1-d float32 or float64 array in one pass,
+    through the same integer keys as :func:`row_max`: a NaN with its sign bit
+    clear is the largest key and one with it set the smallest, so that a row
+    holding any NaN has a NaN minimum or maximum (which every range test
+    that compares them then fails)."""
+    if xr.dtype == types.float32:
+        def f32(xr):
+            hi = np.int32(-2147483647)
+            lo = np.int32(2147483647)
+            for c in range(xr.shape[0]):
+                b = f32_bits(xr[c])
+                k = b ^ ((b >> np.int32(31)) & np.int32(0x7FFFFFFF))
+                hi = max(hi, k)
+                lo = min(lo, k)
+            return (bits_f32(lo ^ ((lo >> np.int32(31)) & np.int32(0x7FFFFFFF))),
+                    bits_f32(hi ^ ((hi >> np.int32(31)) & np.int32(0x7FFFFFFF))))
+        return f32
+
+    def f64(xr):
+        hi = np.int64(-9223372036854775807)
+        lo = np.int64(9223372036854775807)
+        for c in range(xr.shape[0]):
+            b = f64_bits(xr[c])
+            k = b ^ ((b >> np.int64(63)) & np.int64(0x7FFFFFFFFFFFFFFF))
+            hi = max(hi, k)
+            lo = min(lo, k)
+        return (bits_f64(lo ^ ((lo >> np.int64(63)) & np.int64(0x7FFFFFFFFFFFFFFF))),
+                bits_f64(hi ^ ((hi >> np.int64(63)) & np.int64(0x7FFFFFFFFFFFFFFF))))
+    return f64
+
+
 @njit(inline="always")
 def first_argmax(a):
     """The index of the first maximum of a 1-d array (NaN never wins: a

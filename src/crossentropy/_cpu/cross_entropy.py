@@ -38,7 +38,7 @@ import numpy as np
 from numba import njit, prange, types
 from numba.extending import overload
 
-from ._bits import exp_fast, exp_fast_ok, first_argmax, load, row_max, store
+from ._bits import exp_fast, exp_fast_ok, first_argmax, load, row_min_max, store
 
 _FAST = {"reassoc", "contract"}  # reorder the sums (to vectorise them); no assumption about inf or NaN
 
@@ -121,13 +121,20 @@ def _b(bmode, bvec, bmat, i, c):
 
 
 @njit(inline="always")
-def _exp_sum_in_place(a, m):
+def _exp_sum_in_place(a, m, in_range=False):
     """``a = e^{a - m}`` and its sum (float64), over one array (so that the
-    compiler sees nothing that might alias it, and vectorises). Elements the
-    fast exponential gets wrong keep ``d = a - m`` (outside [0, 1]: below
-    -87.3, above 1, NaN) and are recomputed with ``math.exp`` in a second
-    loop, which runs only when there are any."""
+    compiler sees nothing that might alias it, and vectorises). With
+    ``in_range`` (every ``a - m`` is known to lie in the fast exponential's
+    range) no element is checked; else elements the fast exponential gets
+    wrong keep ``d = a - m`` (outside [0, 1]: below -87.3, above 1, NaN) and
+    are recomputed by ``_redo_exp``, which runs only when there are any."""
     total = 0.0
+    if in_range:
+        for c in range(a.shape[0]):
+            e = exp_fast(a[c] - m)
+            a[c] = e
+            total += e
+        return total
     odd = 0
     for c in range(a.shape[0]):
         d = a[c] - m
@@ -137,14 +144,45 @@ def _exp_sum_in_place(a, m):
         e = e if ok else d
         a[c] = e
         total += e
-    if odd:
-        total = 0.0
+    return _redo_exp(a) if odd else total
+
+
+@njit(inline="always")
+def _exp_sum_into(src, a, m, in_range):
+    """``_exp_sum_in_place`` reading ``src`` and writing ``a``, two arrays
+    that do not overlap (the logits' row and the gradient's): one trip over
+    ``a`` instead of a copy into it and then one in place (BENCHMARKS.md,
+    "The compiled CPU kernel", the run on an AVX-512 Xeon)."""
+    total = 0.0
+    if in_range:
         for c in range(a.shape[0]):
-            e = a[c]
-            if not (e >= 0 and e <= 1):
-                e = _like(a, math.exp(np.float64(e)))
-                a[c] = e
+            e = exp_fast(src[c] - m)
+            a[c] = e
             total += e
+        return total
+    odd = 0
+    for c in range(a.shape[0]):
+        d = src[c] - m
+        ok = exp_fast_ok(d)
+        e = exp_fast(d)
+        odd += not ok
+        e = e if ok else d
+        a[c] = e
+        total += e
+    return _redo_exp(a) if odd else total
+
+
+@njit(inline="always")
+def _redo_exp(a):
+    """The sum of ``a`` after each element not in [0, 1] (a ``d`` the fast
+    exponential got wrong) is replaced by ``math.exp(d)``."""
+    total = 0.0
+    for c in range(a.shape[0]):
+        e = a[c]
+        if not (e >= 0 and e <= 1):
+            e = _like(a, math.exp(np.float64(e)))
+            a[c] = e
+        total += e
     return total
 
 
@@ -210,20 +248,22 @@ def rows(x, g, work, want_grad, inplace, col, has_col, hard, v, vc0, bmode, bvec
         for i in range(blk * N // blocks, (blk + 1) * N // blocks):
             xr = x[i]
             src = _source(xr, scratch, cap)
-            mx = row_max(src)
+            lo, mx = row_min_max(src)
             if want_hits:
                 hits_out[i] = first_argmax(src) == col[i]
             m = mx if np.isfinite(mx) else _like(src, 0.0)
+            # every s - m in [lo - m, 0]: the fast exponential is right on all of them
+            in_range = np.isfinite(mx) and exp_fast_ok(lo - m)
             ts = src[col[i]] - m if has_col else _like(src, 0.0)  # read before g (maybe x) is written
             dot = _soft_dot(src, m, bmode, bvec, bmat, i)
             e = _exp_buffer(g, i, scratch, in_g)
             # e is src itself (the logits' row with inplace_backward, or the scratch
-            # row of converted or capped logits kept there), or src is copied
-            # into it first (the read of the logits, and the first write of the
-            # gradient's row): then the exponentials in place, in cache
-            if not ((direct and inplace and in_g) or (not direct and not in_g)):
-                e[:] = src
-            total = _exp_sum_in_place(e, m)
+            # row of converted or capped logits kept there): the exponentials in
+            # place, in cache; or e is the gradient's row, written from src
+            if (direct and inplace and in_g) or (not direct and not in_g):
+                total = _exp_sum_in_place(e, m, in_range)
+            else:
+                total = _exp_sum_into(src, e, m, in_range)
             log_sum = math.log(total)
             m_out[i] = m
             logsum_out[i] = log_sum
